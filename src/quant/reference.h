@@ -1,0 +1,52 @@
+// Scalar reference implementations of the LLM.int8() primitives, on host memory.
+// The numerics are documented in include/llmint8/backend.h; every other backend must agree with
+// these (bit for bit on int8/int32 results).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "llmint8/backend.h"
+
+namespace llmint8::ref {
+
+// Per-row quantization of one row of K values; returns the row's absmax (NaN if the row holds NaN).
+// Marks outlier columns in `outlier_cols` (when non-null and threshold > 0) but does not zero
+// other rows' values in those columns: quantize_rowwise does that after all rows are seen.
+template <class T>
+float quantize_row(const T* x, int64_t K, float threshold, int8_t* q, uint8_t* outlier_cols);
+
+// One int8 value: round_half_even(v * inv_scale) clamped to [-127,127]; NaN -> 0.
+inline int8_t quantize_value(float v, float inv_scale) {
+  float r = __builtin_nearbyintf(v * inv_scale);
+  if (!(r == r)) return 0;
+  r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+  return int8_t(r);
+}
+
+template <class T>
+void quantize_rowwise(const T* X, int64_t M, int64_t K, float threshold, int8_t* Q, float* absmax,
+                      uint8_t* outlier_cols);
+
+// Sets Q[:, k] = 0 for every k with outlier_cols[k] != 0.
+void zero_outlier_columns(int8_t* Q, int64_t M, int64_t K, const uint8_t* outlier_cols);
+
+void gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B, int32_t* C);
+
+template <class T>
+void dequantize(int64_t M, int64_t N, const int32_t* C, const float* absmax_x,
+                const float* absmax_w, const float* bias, T* Y);
+
+// Adds the outlier columns' 16-bit product into Yf [M,N] (float):
+// Yf[m,n] += sum_{k in cols} float(x[m,k]) * float(T(CB[n,k] * SCB[n] / 127)).
+template <class T>
+void add_outlier_product(const T* X, int64_t M, int64_t K, const Int8Weight& W,
+                         const std::vector<int64_t>& cols, float* Yf);
+
+template <class T>
+void int8_linear(const Int8Weight& W, const T* X, int64_t M, float threshold, const float* bias,
+                 T* Y);
+
+// Indices of the columns flagged in a [K] mask.
+std::vector<int64_t> outlier_indices(const uint8_t* outlier_cols, int64_t K);
+
+}  // namespace llmint8::ref
