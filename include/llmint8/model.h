@@ -1,0 +1,79 @@
+// Loading a Hugging Face model directory and running it.
+//
+//   auto model = llmint8::Model::load("models/stories260K", {.precision = Precision::Int8});
+//   auto session = model->new_session();
+//   std::vector<float> logits;
+//   session->forward(ids, &logits);       // logits of the last position, [vocab]
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llmint8 {
+
+// How Linear weights are held and multiplied. Int8 = LLM.int8() (the default); the others keep
+// every weight in that floating type.
+enum class Precision { Int8, F16, BF16, F32 };
+std::string_view precision_name(Precision p);              // "int8", "fp16", "bf16", "fp32"
+bool parse_precision(std::string_view s, Precision* out);  // accepts the names above
+
+struct LoadOptions {
+  Precision precision = Precision::Int8;
+  float threshold = 6.0f;  // outlier threshold of the decomposition; 0 turns it off
+  // Modules kept in 16-bit under Int8, like transformers' llm_int8_skip_modules: a Linear whose
+  // name equals an entry or has it as a dotted component ("lm_head", "mlp.down_proj") is skipped.
+  // lm_head and tied output embeddings are always kept.
+  std::vector<std::string> skip_modules;
+  int threads = 0;           // 0 = all cores
+  std::string device = "cpu";
+  // Called as tensors are read: (bytes done, bytes total).
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct ModelInfo {
+  std::string architecture;   // e.g. "LlamaForCausalLM"
+  std::string model_type;     // e.g. "llama"
+  std::string precision;      // "int8", ...
+  float threshold = 0.f;
+  int64_t parameters = 0;
+  int64_t layers = 0, hidden_size = 0, heads = 0, kv_heads = 0, vocab_size = 0;
+  std::vector<std::string> quantized_modules;  // Linear names held in int8
+  std::vector<std::string> float_modules;      // Linear names held in floating point
+  uint64_t weight_bytes_16bit = 0;  // all weights as 16-bit
+  uint64_t weight_bytes = 0;        // all weights as held now (int8 + SCB + the rest)
+  uint64_t checkpoint_bytes = 0;    // tensor bytes in the files read
+  uint64_t peak_rss_bytes = 0;      // process peak resident memory measured after loading
+  uint64_t largest_tensor_bytes = 0;
+};
+
+// One sequence's state: the KV cache and the position.
+class Session {
+ public:
+  virtual ~Session() = default;
+  // Runs `tokens` after those already in the cache. logits gets [vocab] for the last token, or
+  // [tokens.size(), vocab] when all_logits.
+  virtual void forward(std::span<const int32_t> tokens, std::vector<float>* logits,
+                       bool all_logits = false) = 0;
+  virtual void reset() = 0;
+  virtual int64_t position() const = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // Throws Error naming the file and the problem.
+  static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& opts = {});
+  virtual const ModelInfo& info() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t max_context() const = 0;  // max_position_embeddings (or n_positions / seq_length)
+  virtual int32_t bos_id() const = 0;       // from config.json; -1 when absent
+  virtual int32_t eos_id() const = 0;
+  // max_tokens: KV cache capacity; 0 = max_context().
+  virtual std::unique_ptr<Session> new_session(int64_t max_tokens = 0) = 0;
+};
+
+}  // namespace llmint8
