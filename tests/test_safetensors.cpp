@@ -157,7 +157,9 @@ TEST_F(Safetensors, RoundTripEveryDtypeScalarAndEmpty) {
     EXPECT_EQ(t->shape, specs[i].shape);
     EXPECT_EQ(t->nbytes, payload[i].size());
     EXPECT_EQ(*t->file, p);
-    EXPECT_EQ(std::memcmp(t->data, payload[i].data(), t->nbytes), 0) << specs[i].name;
+    if (t->nbytes) {  // memcmp must not see the null data() of an empty vector
+      EXPECT_EQ(std::memcmp(t->data, payload[i].data(), t->nbytes), 0) << specs[i].name;
+    }
   }
   EXPECT_EQ(f.find("scalar")->numel(), 1);
   EXPECT_EQ(f.find("scalar")->shape_str(), "[]");
