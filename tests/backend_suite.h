@@ -628,7 +628,7 @@ TEST_P(BackendSuite, Int8LinearWithinFloat64Bound) {
   using namespace llmint8::suite;
   struct Shape { int64_t M, N, K; };
   const Shape shapes[] = {{1, 1, 1}, {1, 3, 64}, {2, 31, 65}, {4, 257, 255}, {16, 33, 1000},
-                          {17, 8, 3}, {64, 16, 128}, {7, 5, 1}};
+                          {17, 8, 3}, {64, 16, 128}, {7, 5, 1}, {129, 40, 257}};
   testutil::Rng rng(31337);
   for (DType t : kFloatTypes) {
     double max_ratio = 0.0;
