@@ -402,30 +402,31 @@ TEST_P(BackendSuite, QuantizeNaNAndInfAsDocumented) {
   }
 }
 
-// Weights: quantize_rowwise with threshold 0 on fp16 is bitsandbytes' Int8Params formula:
-// SCB = float(max |w| in fp16), CB = round_half_even(float(w) * (127.0f / SCB)), all in float.
+// Weights: quantize_rowwise with threshold 0 on fp16 is bitsandbytes' formula as its PyTorch
+// backend evaluates it: SCB = float(max |w| in fp16), CB = round_half_even(float(w) * inv) with
+// inv = 127.0f * (1.0f / SCB) -- torch computes 127/t as t.reciprocal() * 127, two float roundings.
 TEST_P(BackendSuite, WeightQuantFp16MatchesBitsandbytesFormula) {
   using namespace llmint8;
   using namespace llmint8::suite;
   {
     const int64_t N = 4, K = 4;
     const testutil::HostArray W(DType::F16, std::vector<float>{
-        // SCB 3: 127.0f/3 = 42.333332061767578125f; 1.5 * that = 63.4999980926513671875, exactly
-        // halfway between two floats, rounds (to even) to 63.5f, which rounds (to even) to 64.
-        // Computing the product in double would give 63; 0.75 * that is 31.75f -> 32.
-        3.f, 1.5f, -1.5f, 0.75f,
-        // SCB 127: 127.0f/127 = 1, ties 2.5 -> 2, -62.5 -> -62, 0.5 -> 0 (not away from zero).
+        // SCB 1.36132812 (fp16): (1/SCB)*127 = 93.2912521f and 0.680664062 * that = 63.5000038
+        // -> 64, where a correctly rounded 127/SCB (93.2912445f) would give 63.4999962 -> 63.
+        // 0.75 * 93.2912521 = 69.968 -> 70.
+        1.36132812f, 0.680664062f, -0.680664062f, 0.75f,
+        // SCB 127: inv = 1, ties 2.5 -> 2, -62.5 -> -62, 0.5 -> 0 (not away from zero).
         127.f, 2.5f, -62.5f, 0.5f,
         // zero row: SCB 0, CB 0.
         0.f, -0.f, 0.f, 0.f,
-        // SCB from a negative maximum: 127/3.96875 = 32; 2.5 -> 2, 3.5 -> 4, 1.5 -> 2.
+        // SCB from a negative maximum: inv = 32 exactly; 2.5 -> 2, 3.5 -> 4, 1.5 -> 2.
         -3.96875f, 0.078125f, 0.109375f, 0.046875f});
     const QuantResult r = quantize(W, N, K, 0.f);
-    const std::vector<int8_t> eCB = {127, 64, -64, 32,
+    const std::vector<int8_t> eCB = {127, 64, -64, 70,
                                      127, 2, -62, 0,
                                      0, 0, 0, 0,
                                      -127, 2, 4, 2};
-    expect_quant_equal(N, K, r.q, r.absmax, r.mask, eCB, {3.f, 127.f, 0.f, 3.96875f}, {});
+    expect_quant_equal(N, K, r.q, r.absmax, r.mask, eCB, {to_float(to_f16(1.36132812f)), 127.f, 0.f, 3.96875f}, {});
   }
   {
     // Random fp16 rows (magnitudes from 1e-5 to 10) against the formula written out here.
@@ -442,7 +443,8 @@ TEST_P(BackendSuite, WeightQuantFp16MatchesBitsandbytesFormula) {
       float scb = 0.f;
       for (int64_t k = 0; k < K; ++k) scb = std::max(scb, std::fabs(W.get(size_t(n * K + k))));
       eSCB[n] = scb;
-      const volatile float inv = 127.0f / scb;  // volatile: keep the float rounding step explicit
+      const volatile float rcp = 1.0f / scb;  // volatile: keep each float rounding step explicit
+      const volatile float inv = 127.0f * rcp;
       for (int64_t k = 0; k < K; ++k) {
         const volatile float p = W.get(size_t(n * K + k)) * inv;
         eCB[size_t(n * K + k)] = int8_t(std::nearbyint(float(p)));
