@@ -2,6 +2,7 @@
 // SentencePiece, hand-computed small cases, and malformed inputs.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -432,4 +433,41 @@ TEST(TokenizerErrors, InvalidUtf8Input) {
   TempDir d;
   auto tok = load_json(d, small_llama_json());
   expect_error([&] { tok->encode("a\xFF" "b"); }, "UTF-8");
+}
+
+// ---- family-shaped fixtures made by tools/make_tokenizer_fixtures.py -------------------------
+// Small tokenizer.json files in the shapes of Qwen2, Llama-3 (ignore_merges), BLOOM, GPT-NeoX
+// (NFC, add_prefix_space), OPT, Llama (Prepend/Replace), Mistral (Metaspace "first") and a
+// Metaspace-split + Digits + NFKC/Lowercase one, each with the ids and decodes that Hugging Face
+// `tokenizers` gave for random stress texts.
+
+TEST(TokenizerFamilies, MatchHuggingFaceOnStressTexts) {
+  const char* env = std::getenv("LLMINT8_TOKENIZER_FIXTURES");
+  const std::string dir = env ? env : std::string(LLMINT8_SOURCE_DIR) + "/tests/data/tokenizers";
+  if (!fs::exists(dir + "/cases.json")) GTEST_SKIP() << "no fixtures at " << dir;
+  const json cases = read_json(dir + "/cases.json");
+  ASSERT_GE(cases.size(), 8u);
+  for (const auto& [name, entries] : cases.items()) {
+    auto tok = Tokenizer::load(dir + "/" + name);
+    int bad = 0;
+    for (const json& e : entries) {
+      const std::string text = e.at("text").get<std::string>();
+      const Ids ids = e.at("ids").get<Ids>();
+      const Ids got = tok->encode(text);
+      const Ids got_ns = tok->encode(text, false);
+      const std::string skip = tok->decode(ids, true), keep = tok->decode(ids, false);
+      // The generator leaves out fields equal to another one.
+      const Ids want_ns = e.contains("ids_no_special") ? e["ids_no_special"].get<Ids>() : ids;
+      const std::string want_skip = e.at("decode_skip").get<std::string>();
+      const std::string want_keep = e.contains("decode_keep") ? e["decode_keep"].get<std::string>() : want_skip;
+      const bool ok = got == ids && got_ns == want_ns && skip == want_skip && keep == want_keep;
+      if (!ok && bad++ < 3) {
+        ADD_FAILURE() << name << " text " << json(text).dump() << "\n encode: " << first_diff(got, ids)
+                      << "\n no-special: " << first_diff(got_ns, want_ns)
+                      << "\n decode(skip): " << json(skip).dump() << " vs " << json(want_skip).dump()
+                      << "\n decode(keep): " << json(keep).dump() << " vs " << json(want_keep).dump();
+      }
+    }
+    EXPECT_EQ(bad, 0) << name << ": " << bad << " of " << entries.size() << " texts differ";
+  }
 }
