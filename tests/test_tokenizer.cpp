@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -470,4 +471,45 @@ TEST(TokenizerFamilies, MatchHuggingFaceOnStressTexts) {
     }
     EXPECT_EQ(bad, 0) << name << ": " << bad << " of " << entries.size() << " texts differ";
   }
+}
+
+TEST(TokenizerErrors, FallsBackToTokenizerModelWhenJsonDoesNotLoad) {
+  REQUIRE_SHARED(kShared + "/models/stories260K/tokenizer.model");
+  TempDir d;
+  json j = small_llama_json();
+  j["model"] = {{"type", "Unigram"}, {"vocab", json::array()}};
+  write_file(d.path() / "tokenizer.json", j.dump());
+  const std::string model = read_bytes(kShared + "/models/stories260K/tokenizer.model");
+  write_file(d.path() / "tokenizer.model", model);
+  auto tok = Tokenizer::load(d.str());
+  auto ref = Tokenizer::load(kShared + "/models/stories260K");
+  EXPECT_EQ(tok->encode("Once upon a time"), ref->encode("Once upon a time"));
+  // Neither loads: both problems are named.
+  write_file(d.path() / "tokenizer.model", model.substr(0, model.size() / 3));
+  expect_error([&] { Tokenizer::load(d.str()); }, "unsupported tokenizer model type 'Unigram'");
+  expect_error([&] { Tokenizer::load(d.str()); }, (d.path() / "tokenizer.model").string());
+}
+
+TEST(TokenizerSentencePiece, Stories260KModelAgreesWithTokenizerJsonOnWikiText) {
+  const std::string wiki = kShared + "/data/wikitext-2/wiki.test.raw";
+  REQUIRE_SHARED(wiki);
+  REQUIRE_SHARED(kShared + "/models/stories260K/tokenizer.model");
+  const std::string dir = kShared + "/models/stories260K";
+  auto sp = llmint8::io::load_sentencepiece_model(dir + "/tokenizer.model", dir);
+  auto hf = Tokenizer::load(dir);
+  const std::string text = read_bytes(wiki);
+  // Line by line (as evaluation code feeds it) and one large chunk.
+  // Cut at line ends so no UTF-8 sequence is split.
+  std::istringstream lines(text.substr(0, text.rfind('\n', 300000)));
+  std::string line;
+  int n = 0, bad = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    if (sp->encode(line) != hf->encode(line) && bad++ < 3) ADD_FAILURE() << "line " << n << ": " << line;
+  }
+  EXPECT_EQ(bad, 0);
+  const std::string chunk = text.substr(0, text.rfind('\n', 200000));
+  const Ids a = sp->encode(chunk), b = hf->encode(chunk);
+  EXPECT_EQ(a, b) << first_diff(a, b);
+  EXPECT_EQ(hf->decode(b), chunk);
 }

@@ -18,8 +18,9 @@ namespace llmint8 {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  // Loads <dir>/tokenizer.json, else <dir>/tokenizer.model; throws Error naming the file and the
-  // problem when neither loads.
+  // Loads <dir>/tokenizer.json, else <dir>/tokenizer.model (also when tokenizer.json does not
+  // load, e.g. an unsupported model type: a warning goes to stderr); throws Error naming the
+  // file and the problem when neither loads.
   static std::unique_ptr<Tokenizer> load(const std::string& dir);
 
   // add_special_tokens: apply the post-processor (e.g. BOS for Llama), as tokenizer(text) does.

@@ -284,6 +284,8 @@ Regex::~Regex() = default;
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const {
   std::vector<std::pair<size_t, size_t>> out;
+  // Checked once here so that every match below can skip PCRE2's own (per-call) check.
+  if (!is_valid_utf8(s)) throw Error("tokenizer: regex '" + pattern_ + "' applied to invalid UTF-8");
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
   if (!md) throw Error("tokenizer: out of memory for a regex match");
   const auto subject = reinterpret_cast<PCRE2_SPTR>(s.data());
