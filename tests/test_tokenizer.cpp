@@ -513,3 +513,36 @@ TEST(TokenizerSentencePiece, Stories260KModelAgreesWithTokenizerJsonOnWikiText) 
   EXPECT_EQ(a, b) << first_diff(a, b);
   EXPECT_EQ(hf->decode(b), chunk);
 }
+
+// Every leaf of a valid tokenizer.json replaced by values of the wrong type or range: loading
+// either works or throws Error (never another exception, never a crash), and a loaded tokenizer
+// encodes and decodes without failing.
+TEST(TokenizerErrors, MutatedFieldsGiveErrorOrWork) {
+  TempDir d;
+  const json base = small_llama_json();
+  const json flat = base.flatten();
+  const json replacements[] = {nullptr, json(-1), json(int64_t{1} << 40), json("x"), json::array(),
+                               json::object(), json(true)};
+  int loaded = 0, rejected = 0;
+  for (const auto& [pointer, value] : flat.items()) {
+    for (const json& r : replacements) {
+      json j = base;
+      j[json::json_pointer(pointer)] = r;
+      std::unique_ptr<Tokenizer> tok;
+      try {
+        tok = load_json(d, j);
+      } catch (const Error& e) {
+        ++rejected;
+        EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos) << e.what();
+        continue;
+      }
+      ++loaded;
+      const Ids ids = tok->encode("ab <mask> c\xE2\x82\xAC [w] x<sep>y");
+      (void)tok->decode(ids, true);
+      (void)tok->decode(ids, false);
+      (void)tok->id_to_token(tok->vocab_size());
+    }
+  }
+  EXPECT_GT(loaded, 0);
+  EXPECT_GT(rejected, 0);
+}
