@@ -128,6 +128,9 @@ TEST(TokenizerReference, Gpt2SpecialIdsAndDecode) {
   EXPECT_EQ(tok->bos_id(), 50256);
   EXPECT_EQ(tok->eos_id(), 50256);
   EXPECT_EQ(tok->id_to_token(50256), "<|endoftext|>");
+  EXPECT_EQ(tok->token_to_id("<|endoftext|>"), 50256);
+  EXPECT_EQ(tok->token_to_id("\xC4\xA0the"), 262);  // "Ġthe"
+  EXPECT_EQ(tok->token_to_id("no such token"), -1);
   // GPT-2 adds nothing, with or without add_special_tokens.
   EXPECT_EQ(tok->encode("Hello world"), (Ids{15496, 995}));
   EXPECT_EQ(tok->encode("Hello world", false), (Ids{15496, 995}));
@@ -164,6 +167,9 @@ TEST(TokenizerSentencePiece, Llama2HelloWorld) {
   EXPECT_EQ(tok->encode("Hello world", false), (Ids{15043, 3186}));
   EXPECT_EQ(tok->decode(ids, true), "Hello world");
   EXPECT_EQ(tok->id_to_token(15043), "\xE2\x96\x81Hello");
+  EXPECT_EQ(tok->token_to_id("\xE2\x96\x81Hello"), 15043);
+  EXPECT_EQ(tok->token_to_id("<unk>"), 0);
+  EXPECT_EQ(tok->token_to_id("no such piece"), -1);
 }
 
 TEST(TokenizerSentencePiece, Stories260KModelAgreesWithTokenizerJson) {

@@ -31,6 +31,9 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;  // -1 when the tokenizer has none
   virtual int32_t eos_id() const = 0;  // -1 when the tokenizer has none
   virtual std::string id_to_token(int32_t id) const = 0;
+  // The id of a token string (added tokens first, then the model vocabulary); -1 when absent.
+  // (The base version scans id_to_token; the library's tokenizers override it with a lookup.)
+  virtual int32_t token_to_id(std::string_view token) const;
 };
 
 }  // namespace llmint8

@@ -807,6 +807,7 @@ class HfBpeTokenizer final : public Tokenizer {
   std::string id_to_token(int32_t id) const override {
     return id >= 0 && id < vocab_size() ? id_to_token_[static_cast<size_t>(id)] : std::string();
   }
+  int32_t token_to_id(std::string_view token) const override { return token_id(std::string(token)); }
 
  private:
   // Cuts the matches of `m` out of each non-added piece, honouring single_word/lstrip/rstrip.

@@ -38,6 +38,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
   throw Error("tokenizer: '" + dir + "' has neither tokenizer.json nor tokenizer.model");
 }
 
+int32_t Tokenizer::token_to_id(std::string_view token) const {
+  for (int32_t id = 0; id < vocab_size(); ++id)
+    if (id_to_token(id) == token) return id;
+  return -1;
+}
+
 namespace io {
 
 using json = nlohmann::json;
