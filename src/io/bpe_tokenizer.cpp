@@ -1004,13 +1004,13 @@ HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& file, const std
   decoder_ = parse_decoder(j.value("decoder", json()), file);
   const auto lookup = [this](const std::string& s) { return token_id(s); };
   post_processor_ = parse_post_processor(j.value("post_processor", json()), file, lookup);
-  for (int32_t id : [&] {
-         std::vector<int32_t> v;
-         if (post_processor_) post_processor_->apply(v);
-         return v;
-       }())
-    if (id >= vocab_size())
-      throw Error(file + ": post_processor adds id " + std::to_string(id) + " outside the vocabulary");
+  if (post_processor_) {  // the ids a template adds must exist
+    std::vector<int32_t> added_ids;
+    post_processor_->apply(added_ids);
+    for (int32_t id : added_ids)
+      if (id >= vocab_size())
+        throw Error(file + ": post_processor adds id " + std::to_string(id) + " outside the vocabulary");
+  }
 
   // Added tokens: `normalized` ones are matched in normalized text, so their pattern is the
   // normalized content.
