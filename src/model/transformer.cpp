@@ -462,7 +462,7 @@ void TransformerModel::attention(int64_t l, TransformerSession& s, const float* 
   // (the last `window` of them under a sliding window), in float32.
 #pragma omp parallel num_threads(threads_) if (NH * M * T > 4096)
   {
-    std::vector<float> sc(size_t(T));
+    std::vector<float> sc(static_cast<size_t>(T));
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t h = 0; h < NH; ++h)
       for (int64_t m = 0; m < M; ++m) {
@@ -531,7 +531,7 @@ void TransformerModel::run(TransformerSession& s, std::span<const int32_t> token
   std::vector<float> x(size_t(M * H)), a(size_t(M * H)), b(size_t(M * H)), t(size_t(M * H));
   for (int64_t m = 0; m < M; ++m) embed_.row(tokens[size_t(m)], &x[size_t(m * H)]);
   if (s_.pos == PosKind::Learned) {
-    std::vector<float> pe(size_t(H));
+    std::vector<float> pe(static_cast<size_t>(H));
     for (int64_t m = 0; m < M; ++m) {
       pos_embed_.row(s.pos_ + m + s_.pos_offset, pe.data());
       for (int64_t i = 0; i < H; ++i) x[size_t(m * H + i)] += pe[size_t(i)];
