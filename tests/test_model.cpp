@@ -358,6 +358,69 @@ TEST_F(Synthetic, MissingConfigAndBadJson) {
   EXPECT_NE(error_of().find("config.json: invalid JSON"), std::string::npos) << error_of();
 }
 
+uint64_t current_rss() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// Loading converts one tensor at a time and drops its mapped pages: the peak stays near the
+// final int8 model plus the largest tensor, far below the 16-bit checkpoint.
+TEST_F(Synthetic, LoadingNeverHoldsTheWholeCheckpoint) {
+  const int64_t H = 512, I = 1536, L = 12, V = 1024;
+  json c = config();
+  c["hidden_size"] = H;
+  c["intermediate_size"] = I;
+  c["num_hidden_layers"] = L;
+  c["num_attention_heads"] = 8;
+  c["num_key_value_heads"] = 8;
+  c["vocab_size"] = V;
+  std::ofstream(dir_ + "/config.json") << c.dump(2);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> ts = {
+      {"model.embed_tokens.weight", {V, H}}, {"model.norm.weight", {H}}, {"lm_head.weight", {V, H}}};
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"input_layernorm", "post_attention_layernorm"}) ts.push_back({p + n + ".weight", {H}});
+    for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"})
+      ts.push_back({p + "self_attn." + n + ".weight", {H, H}});
+    ts.push_back({p + "mlp.gate_proj.weight", {I, H}});
+    ts.push_back({p + "mlp.up_proj.weight", {I, H}});
+    ts.push_back({p + "mlp.down_proj.weight", {H, I}});
+  }
+  {
+    io::SafetensorsWriter w(dir_ + "/model.safetensors");
+    for (const auto& [n, s] : ts) w.add(n, DType::F16, s);
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> ud(-0.05f, 0.05f);
+    for (const auto& [n, s] : ts) {
+      int64_t k = 1;
+      for (int64_t d : s) k *= d;
+      std::vector<uint16_t> v(static_cast<size_t>(k));
+      for (auto& x : v) x = to_f16(n.find("norm") != std::string::npos ? 1.f : ud(rng)).bits;
+      w.write(n, v.data());
+    }
+    w.commit();
+  }
+  const uint64_t before = current_rss();
+  auto m = Model::load(dir_, opts(Precision::Int8, 2));
+  const ModelInfo& in = m->info();
+  const uint64_t grew = in.peak_rss_bytes > before ? in.peak_rss_bytes - before : 0;
+  std::printf("synthetic %lld-param fp16 checkpoint %.1f MB -> int8 model %.1f MB; largest tensor "
+              "%.1f MB; peak RSS %.1f MB (+%.1f MB over the %.1f MB before loading)\n",
+              (long long)in.parameters, in.checkpoint_bytes / 1e6, in.weight_bytes / 1e6,
+              in.largest_tensor_bytes / 1e6, in.peak_rss_bytes / 1e6, grew / 1e6, before / 1e6);
+  EXPECT_EQ(in.checkpoint_bytes, in.weight_bytes_16bit);
+  EXPECT_LT(in.weight_bytes, in.checkpoint_bytes * 6 / 10);
+  // The float32 conversion buffer of the largest tensor (2x its 16-bit bytes) plus 8 MB slack.
+  EXPECT_LT(grew, in.weight_bytes + 2 * in.largest_tensor_bytes + (8u << 20));
+  std::vector<float> lg;
+  const std::vector<int32_t> ids = {1, 2, 3};
+  m->new_session()->forward(ids, &lg);
+  for (float v : lg) ASSERT_TRUE(std::isfinite(v));
+}
+
 TEST(Config, FamilySpellings) {
   // GPT-2 names, BLOOM names, OPT's word_embed_proj_dim rejection, NeoX rotary_pct.
   auto gpt2 = model::parse_config(json{{"model_type", "gpt2"}, {"n_embd", 32}, {"n_layer", 2},
