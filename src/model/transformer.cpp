@@ -458,42 +458,72 @@ void TransformerModel::attention(int64_t l, TransformerSession& s, const float* 
   const int64_t group = NH / NKV, window = c_.sliding_window;
   std::vector<float> ctx(size_t(M * qd));
   const bool alibi = s_.pos == PosKind::ALiBi;
-  // Causal softmax attention of query m (position p0 + m) of head h over keys 0..p0+m
-  // (the last `window` of them under a sliding window), in float32.
-#pragma omp parallel num_threads(threads_) if (NH * M * T > 4096)
-  {
-    std::vector<float> sc(static_cast<size_t>(T));
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t h = 0; h < NH; ++h)
+  // Scores of query position i over keys j0..i (raw dot products in sc[j]) -> probabilities:
+  // softmax(dot * scale [+ slope * j for ALiBi]) in float32, the sum accumulated in double.
+  auto softmax_row = [&](float* sc, int64_t j0, int64_t i, int64_t h) {
+    const float slope = alibi ? slopes_[size_t(h)] : 0.f;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = j0; j <= i; ++j) {
+      float v = sc[j] * scale;
+      if (alibi) v += slope * float(j);
+      sc[j] = v;
+      mx = std::max(mx, v);
+    }
+    double sum = 0;
+    for (int64_t j = j0; j <= i; ++j) {
+      const float e = std::exp(sc[j] - mx);
+      sc[j] = e;
+      sum += e;
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t j = j0; j <= i; ++j) sc[j] *= inv;
+  };
+  auto first_key = [&](int64_t i) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; };
+
+  if (M >= 8) {
+    // Prefill: per head, S = Q K^T and ctx = P V through sgemm; masked entries get probability 0.
+    std::vector<float> S(size_t(M * T));
+    for (int64_t h = 0; h < NH; ++h) {
+      const int64_t kvh = h / group;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(T), int(D), 1.0f, &q[size_t(h * D)],
+                  int(qd), &Kc[size_t(kvh * D)], int(kvd), 0.0f, S.data(), int(T));
+#pragma omp parallel for num_threads(threads_) schedule(static) if (M * T > 65536)
       for (int64_t m = 0; m < M; ++m) {
-        const int64_t i = p0 + m, kvh = h / group;
-        const int64_t j0 = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-        const float* qv = &q[size_t(m * qd + h * D)];
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = j0; j <= i; ++j) {
-          const float* kv = &Kc[size_t(j * kvd + kvh * D)];
-          float dot = 0.f;
-          for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
-          float v = dot * scale;
-          if (alibi) v += slopes_[size_t(h)] * float(j);
-          sc[size_t(j)] = v;
-          mx = std::max(mx, v);
-        }
-        double sum = 0;
-        for (int64_t j = j0; j <= i; ++j) {
-          const float e = std::exp(sc[size_t(j)] - mx);
-          sc[size_t(j)] = e;
-          sum += e;
-        }
-        const float inv = float(1.0 / sum);
-        float* o = &ctx[size_t(m * qd + h * D)];
-        std::fill(o, o + D, 0.f);
-        for (int64_t j = j0; j <= i; ++j) {
-          const float p = sc[size_t(j)] * inv;
-          const float* vv = &Vc[size_t(j * kvd + kvh * D)];
-          for (int64_t d = 0; d < D; ++d) o[d] += p * vv[d];
-        }
+        float* row = &S[size_t(m * T)];
+        const int64_t i = p0 + m, j0 = first_key(i);
+        softmax_row(row, j0, i, h);
+        std::fill(row, row + j0, 0.f);
+        std::fill(row + i + 1, row + T, 0.f);
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(D), int(T), 1.0f, S.data(), int(T),
+                  &Vc[size_t(kvh * D)], int(kvd), 0.0f, &ctx[size_t(h * D)], int(qd));
+    }
+  } else {
+    // Decode: a few queries over the cache, one (head, query) pair per task.
+#pragma omp parallel num_threads(threads_) if (NH * M * T > 16384)
+    {
+      std::vector<float> sc(static_cast<size_t>(T));
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t m = 0; m < M; ++m) {
+          const int64_t i = p0 + m, kvh = h / group, j0 = first_key(i);
+          const float* qv = &q[size_t(m * qd + h * D)];
+          for (int64_t j = j0; j <= i; ++j) {
+            const float* kv = &Kc[size_t(j * kvd + kvh * D)];
+            float dot = 0.f;
+            for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
+            sc[size_t(j)] = dot;
+          }
+          softmax_row(sc.data(), j0, i, h);
+          float* o = &ctx[size_t(m * qd + h * D)];
+          std::fill(o, o + D, 0.f);
+          for (int64_t j = j0; j <= i; ++j) {
+            const float pj = sc[size_t(j)];
+            const float* vv = &Vc[size_t(j * kvd + kvh * D)];
+            for (int64_t d = 0; d < D; ++d) o[d] += pj * vv[d];
+          }
+        }
+    }
   }
   L.o.forward(ctx.data(), M, out, th);
 }
