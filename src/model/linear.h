@@ -30,6 +30,9 @@ class Linear {
   // quantized by backend->quantize_rowwise with threshold 0 (CB = q, SCB = absmax).
   void set(std::string name, int64_t out, int64_t in, std::vector<float>&& w, Storage st,
            Backend* backend);
+  // Takes an already quantized weight (a bitsandbytes 8-bit checkpoint): CB [out, in], SCB [out].
+  void set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
+                const std::vector<float>& scb, Backend* backend);
   void set_bias(std::vector<float>&& b) { bias_ = std::move(b); }
 
   // Y [M, out] = X [M, in] * W^T + bias. `threshold` is the int8 outlier threshold.

@@ -172,6 +172,13 @@ class TransformerModel final : public Model {
 
   void run(TransformerSession& s, std::span<const int32_t> tokens, std::vector<float>* logits,
            bool all_logits);
+  const Linear* find_linear(const std::string& module) const {
+    if (lm_head_ && lm_head_->name() == module) return lm_head_;
+    for (const Layer& L : layers_)
+      for (const Linear* x : {&L.q, &L.k, &L.v, &L.qkv, &L.o, &L.gate, &L.up, &L.down})
+        if (x->name() == module) return x;
+    return nullptr;
+  }
 
  private:
   // Loading.
@@ -242,9 +249,39 @@ Storage TransformerModel::float_storage(DType ckpt) const {
 
 void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t out, int64_t in,
                                    bool bias, bool allow_int8) {
+  bool int8 = allow_int8 && opts_.precision == Precision::Int8;
+  for (const auto& e : opts_.skip_modules)
+    if (module_matches(module, e)) int8 = false;
+
   DType dt = DType::F32;
   std::vector<float> w;
-  if (s_.conv1d) {
+  std::vector<int8_t> cb;  // a checkpoint saved by bitsandbytes (load_in_8bit): CB I8 + SCB
+  std::vector<float> scb;
+  const bool prequantized = ckpt_->find(tname(module + ".SCB")) != nullptr;
+  if (prequantized) {
+    const io::TensorInfo& t = ckpt_->get(tname(module + ".weight"), {out, in});
+    const std::string where = (t.file ? *t.file : ckpt_->dir()) + ": tensor '" + t.name + "'";
+    if (s_.conv1d) throw Error(where + ": 8-bit Conv1D checkpoints are not supported");
+    if (t.dtype != DType::I8)
+      throw Error(where + " has dtype " + std::string(dtype_name(t.dtype)) + ", expected I8 next to its SCB");
+    if (const io::TensorInfo* f = ckpt_->find(tname(module + ".weight_format"))) {
+      // bitsandbytes' serialized format code: 0 = plain row-major, the only layout written on save.
+      if (f->nbytes != 1 || f->dtype != DType::U8 || f->data[0] != 0)
+        throw Error((f->file ? *f->file : ckpt_->dir()) + ": tensor '" + f->name +
+                    "': only weight_format 0 (row-major int8) is supported");
+      info_.checkpoint_bytes += f->nbytes;
+    }
+    cb.assign(reinterpret_cast<const int8_t*>(t.data), reinterpret_cast<const int8_t*>(t.data) + t.nbytes);
+    ckpt_->release_pages(t);
+    info_.parameters += t.numel();
+    info_.checkpoint_bytes += t.nbytes;
+    info_.weight_bytes_16bit += uint64_t(t.numel()) * 2;
+    bytes_done_ += t.nbytes;
+    scb = read(module + ".SCB", {out}, nullptr);
+    info_.parameters -= out;  // SCB is quantization state, not a parameter
+    info_.weight_bytes_16bit -= uint64_t(out) * 2;
+    dt = DType::F16;  // what bitsandbytes dequantizes into
+  } else if (s_.conv1d) {
     // Conv1D keeps [in, out]: transpose to the [out, in] layout of Y = X W^T.
     std::vector<float> t = read(module + ".weight", {in, out}, &dt);
     w.resize(t.size());
@@ -261,24 +298,42 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
                         module.compare(module.size() - s_.qkv_fused.size(), s_.qkv_fused.size(), s_.qkv_fused) == 0;
   if (per_head) {
     // [heads, 3, head_dim] rows -> [3, heads, head_dim], so the output reads q | k | v.
-    // Quantization is per row, so permuting rows before quantizing changes nothing else.
+    // Quantization is per row, so permuting rows before or after quantizing is the same.
     const int64_t H = c_.num_heads, D = c_.head_dim;
-    std::vector<float> pw(w.size()), pb(b.size());
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t s = 0; s < 3; ++s)
-        for (int64_t d = 0; d < D; ++d) {
-          const int64_t src = (h * 3 + s) * D + d, dst = (s * H + h) * D + d;
-          std::memcpy(&pw[size_t(dst * in)], &w[size_t(src * in)], size_t(in) * sizeof(float));
-          if (!b.empty()) pb[size_t(dst)] = b[size_t(src)];
-        }
-    w.swap(pw);
-    b.swap(pb);
+    auto permute = [&](auto& v, int64_t row) {
+      if (v.empty()) return;
+      std::remove_reference_t<decltype(v)> p(v.size());
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t s = 0; s < 3; ++s)
+          for (int64_t d = 0; d < D; ++d) {
+            const int64_t src = (h * 3 + s) * D + d, dst = (s * H + h) * D + d;
+            std::copy_n(&v[size_t(src * row)], row, &p[size_t(dst * row)]);
+          }
+      v.swap(p);
+    };
+    permute(w, in);
+    permute(cb, in);
+    permute(scb, 1);
+    permute(b, 1);
   }
 
-  bool int8 = allow_int8 && opts_.precision == Precision::Int8;
-  for (const auto& e : opts_.skip_modules)
-    if (module_matches(module, e)) int8 = false;
-  L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
+  if (prequantized && int8) {
+    L.set_int8(module, out, in, cb, scb, backend_.get());
+  } else {
+    if (prequantized) {
+      // Floating point requested: the dequantized weight CB * SCB / 127.
+      w.resize(cb.size());
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t k = 0; k < in; ++k)
+          w[size_t(o * in + k)] = float(cb[size_t(o * in + k)]) * scb[size_t(o)] * kInvInt8Max;
+      std::vector<int8_t>().swap(cb);
+    }
+    if (int8) {
+      // bitsandbytes quantizes the fp16-cast weight whatever the checkpoint's dtype.
+      for (float& x : w) x = to_float(to_f16(x));
+    }
+    L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
+  }
   if (bias) L.set_bias(std::move(b));
   (int8 ? info_.quantized_modules : info_.float_modules).push_back(module);
   info_.weight_bytes += L.bytes();
@@ -620,6 +675,12 @@ void TransformerModel::run(TransformerSession& s, std::span<const int32_t> token
 }
 
 }  // namespace
+
+const Int8Weight* find_int8_weight(const Model& m, const std::string& module) {
+  const auto* t = dynamic_cast<const TransformerModel*>(&m);
+  const Linear* L = t ? t->find_linear(module) : nullptr;
+  return L && L->storage() == Storage::Int8 ? &L->int8() : nullptr;
+}
 
 std::unique_ptr<Model> load_transformer(const std::string& dir, const LoadOptions& opts) {
   return std::make_unique<TransformerModel>(dir, opts);
