@@ -335,6 +335,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
   }
   if (bias) L.set_bias(std::move(b));
+  L.set_threads(threads_);
   (int8 ? info_.quantized_modules : info_.float_modules).push_back(module);
   info_.weight_bytes += L.bytes();
 }
@@ -355,7 +356,9 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
     throw Error("threshold must be a finite number >= 0, got " + std::to_string(opts_.threshold));
   if (opts_.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(opts_.threads));
   threads_ = opts_.threads > 0 ? opts_.threads : omp_get_max_threads();
-  if (opts_.threads > 0) openblas_set_num_threads(opts_.threads);
+  // OpenMP threads call OpenBLAS on their own blocks (src/model/linear.h): OpenBLAS's own
+  // threads would only compete with them.
+  openblas_set_num_threads(1);
   backend_ = make_cpu_backend(threads_);
   act_ = parse_act(c_.activation);
 
@@ -373,6 +376,7 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
     DType dt;
     std::vector<float> e = read(s_.embed, {V, H}, &dt);
     embed_.set(tname(s_.embed), V, H, std::move(e), float_storage(dt), nullptr);
+    embed_.set_threads(threads_);
     info_.weight_bytes += embed_.bytes();
   }
   if (!s_.pos_embed.empty()) {
@@ -536,22 +540,26 @@ void TransformerModel::attention(int64_t l, TransformerSession& s, const float* 
   auto first_key = [&](int64_t i) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; };
 
   if (M >= 8) {
-    // Prefill: per head, S = Q K^T and ctx = P V through sgemm; masked entries get probability 0.
-    std::vector<float> S(size_t(M * T));
-    for (int64_t h = 0; h < NH; ++h) {
-      const int64_t kvh = h / group;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(T), int(D), 1.0f, &q[size_t(h * D)],
-                  int(qd), &Kc[size_t(kvh * D)], int(kvd), 0.0f, S.data(), int(T));
-#pragma omp parallel for num_threads(threads_) schedule(static) if (M * T > 65536)
-      for (int64_t m = 0; m < M; ++m) {
-        float* row = &S[size_t(m * T)];
-        const int64_t i = p0 + m, j0 = first_key(i);
-        softmax_row(row, j0, i, h);
-        std::fill(row, row + j0, 0.f);
-        std::fill(row + i + 1, row + T, 0.f);
+    // Prefill: per head, S = Q K^T and ctx = P V through sgemm (heads spread over the threads);
+    // masked entries get probability 0.
+#pragma omp parallel num_threads(threads_) if (NH > 1 && NH * M * T * D > (int64_t(1) << 22))
+    {
+      std::vector<float> S(size_t(M * T));
+#pragma omp for schedule(static)
+      for (int64_t h = 0; h < NH; ++h) {
+        const int64_t kvh = h / group;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(T), int(D), 1.0f,
+                    &q[size_t(h * D)], int(qd), &Kc[size_t(kvh * D)], int(kvd), 0.0f, S.data(), int(T));
+        for (int64_t m = 0; m < M; ++m) {
+          float* row = &S[size_t(m * T)];
+          const int64_t i = p0 + m, j0 = first_key(i);
+          softmax_row(row, j0, i, h);
+          std::fill(row, row + j0, 0.f);
+          std::fill(row + i + 1, row + T, 0.f);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(D), int(T), 1.0f, S.data(),
+                    int(T), &Vc[size_t(kvh * D)], int(kvd), 0.0f, &ctx[size_t(h * D)], int(qd));
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(D), int(T), 1.0f, S.data(), int(T),
-                  &Vc[size_t(kvh * D)], int(kvd), 0.0f, &ctx[size_t(h * D)], int(qd));
     }
   } else {
     // Decode: a few queries over the cache, one (head, query) pair per task.
