@@ -537,6 +537,18 @@ TEST_F(Synthetic, NonPositiveSizes) {
   }
 }
 
+TEST_F(Synthetic, ImplausibleSizes) {
+  json c = config();
+  c["vocab_size"] = int64_t(1) << 40;
+  write(c, tensors());
+  EXPECT_NE(error_of().find("config.json: vocab_size (1099511627776) is implausibly large"), std::string::npos)
+      << error_of();
+  c = config();
+  c["head_dim"] = int64_t(1) << 62;
+  write(c, tensors());
+  EXPECT_NE(error_of().find("num_attention_heads * head_dim"), std::string::npos) << error_of();
+}
+
 TEST_F(Synthetic, UnknownArchitecture) {
   json c = config();
   c["architectures"] = {"FooForCausalLM"};

@@ -304,6 +304,17 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
       break;
   }
   if (c.sliding_window < 0) f.fail("sliding_window must be non-negative");
+  // Bounds far above any real model, so that no size product below can overflow.
+  const int64_t kMax = int64_t(1) << 24;
+  auto bounded = [&](const char* what, int64_t v) {
+    if (v > kMax) f.fail(std::string(what) + " (" + std::to_string(v) + ") is implausibly large (> " + std::to_string(kMax) + ")");
+  };
+  bounded("hidden_size", c.hidden_size);
+  bounded("num_hidden_layers", c.num_layers);
+  bounded("num_attention_heads * head_dim", c.num_heads > kMax || c.head_dim > kMax ? kMax + 1 : c.num_heads * c.head_dim);
+  bounded("intermediate size", c.intermediate_size);
+  bounded("vocab_size", c.vocab_size);
+  bounded("max_position_embeddings", c.max_positions);
 
   if (fam != Family::OPT && fam != Family::GPT2 && fam != Family::Bloom) parse_rope(j, c, f);
   if (fam == Family::Llama || fam == Family::Qwen2 || fam == Family::GPTNeoX) {
