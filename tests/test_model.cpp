@@ -489,6 +489,12 @@ TEST_F(Synthetic, LoadsAndRuns) {
   write(config(), tensors());
   auto m = Model::load(dir_, opts(Precision::F32));
   EXPECT_EQ(m->eos_id(), 2);  // first of the list
+  EXPECT_EQ(m->eos_ids(), (std::vector<int32_t>{2, 3}));
+  std::ofstream(dir_ + "/generation_config.json") << R"({"eos_token_id": [5, 6, 7]})";
+  EXPECT_EQ(Model::load(dir_, opts(Precision::F32))->eos_ids(), (std::vector<int32_t>{5, 6, 7}));
+  std::ofstream(dir_ + "/generation_config.json") << R"({"eos_token_id": "x"})";
+  EXPECT_NE(error_of().find("generation_config.json: eos_token_id must be"), std::string::npos) << error_of();
+  fs::remove(dir_ + "/generation_config.json");
   auto i8 = Model::load(dir_, opts(Precision::Int8));
   std::vector<float> a, b;
   const std::vector<int32_t> ids = {1, 5, 9, 30, 7};

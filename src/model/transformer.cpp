@@ -161,6 +161,7 @@ class TransformerModel final : public Model {
   int64_t max_context() const override { return c_.max_positions; }
   int32_t bos_id() const override { return c_.bos_id; }
   int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
+  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
     if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
     if (max_tokens == 0) max_tokens = c_.max_positions;
