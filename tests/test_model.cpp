@@ -495,7 +495,20 @@ TEST_F(Synthetic, LoadsAndRuns) {
   std::ofstream(dir_ + "/generation_config.json") << R"({"eos_token_id": "x"})";
   EXPECT_NE(error_of().find("generation_config.json: eos_token_id must be"), std::string::npos) << error_of();
   fs::remove(dir_ + "/generation_config.json");
-  auto i8 = Model::load(dir_, opts(Precision::Int8));
+  LoadOptions po = opts(Precision::Int8);
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  po.progress = [&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); };
+  auto i8 = Model::load(dir_, po);
+  ASSERT_GE(calls.size(), 2u);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, calls.back().second);
+    EXPECT_LE(calls[i].first, calls[i].second);
+    if (i) {
+      EXPECT_GE(calls[i].first, calls[i - 1].first);
+    }
+  }
+  EXPECT_EQ(calls.back().first, calls.back().second);
+  EXPECT_EQ(calls.back().second, i8->info().checkpoint_bytes);
   std::vector<float> a, b;
   const std::vector<int32_t> ids = {1, 5, 9, 30, 7};
   m->new_session()->forward(ids, &a, true);
