@@ -247,6 +247,41 @@ TEST_F(Stories, SixteenBitPrecisionsStayCloseToFp32) {
   }
 }
 
+// A bf16 checkpoint saved from the base model class (names without "model.", as some hub
+// repositories ship them): the loader finds the tensors, and holding it in bf16 gives exactly the
+// weights that rounding the float32 checkpoint to bf16 gives.
+TEST_F(Stories, Bf16CheckpointWithoutBasePrefix) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "llmint8_test_model_bf16";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(kStories + "/config.json", dir / "config.json");
+  {
+    auto ck = io::Checkpoint::open(kStories);
+    io::SafetensorsWriter w((dir / "model.safetensors").string());
+    const auto names = ck->names();
+    auto strip = [](const std::string& n) { return n.rfind("model.", 0) == 0 ? n.substr(6) : n; };
+    for (const auto& n : names) w.add(strip(n), DType::BF16, ck->get(n).shape);
+    for (const auto& n : names) {
+      const io::TensorInfo& t = ck->get(n);
+      std::vector<float> f(static_cast<size_t>(t.numel()));
+      io::Checkpoint::read_f32(t, f.data());
+      std::vector<uint16_t> b(f.size());
+      for (size_t i = 0; i < f.size(); ++i) b[i] = to_bf16(f[i]).bits;
+      w.write(strip(n), b.data());
+    }
+    w.commit();
+  }
+  auto a = Model::load(kStories, opts(Precision::BF16, 1));
+  auto b = Model::load(dir.string(), opts(Precision::BF16, 1));
+  const auto ids = ref_["greedy_from_bos_first_ids"].get<std::vector<int32_t>>();
+  std::vector<float> la, lb;
+  a->new_session()->forward(ids, &la, true);
+  b->new_session()->forward(ids, &lb, true);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(b->info().checkpoint_bytes, b->info().weight_bytes_16bit);
+  fs::remove_all(dir);
+}
+
 TEST_F(Stories, SessionLimits) {
   auto m = Model::load(kStories, opts(Precision::F32, 1));
   auto s = m->new_session(4);
