@@ -24,6 +24,9 @@ bool parse_precision(std::string_view s, Precision* out);  // accepts the names 
 struct LoadOptions {
   Precision precision = Precision::Int8;
   float threshold = 6.0f;  // outlier threshold of the decomposition; 0 turns it off
+  // A pre-quantized checkpoint's quantization_config.llm_int8_threshold replaces `threshold`
+  // unless this is false (the CLI clears it when --threshold is given).
+  bool threshold_from_checkpoint = true;
   // Modules kept in 16-bit under Int8, like transformers' llm_int8_skip_modules: a Linear whose
   // name equals an entry or has it as a dotted component ("lm_head", "mlp.down_proj") is skipped.
   // lm_head and tied output embeddings are always kept.

@@ -147,4 +147,23 @@ std::string layer_name(const std::string& tmpl, int64_t i) {
   return out;
 }
 
+std::vector<std::string> quantizable_linears(const ArchSpec& s, const ModelConfig& c) {
+  std::vector<std::string> out;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = layer_name(s.layer_prefix, l);
+    if (s.qkv == QkvLayout::Separate) {
+      out.push_back(p + s.q);
+      out.push_back(p + s.k);
+      out.push_back(p + s.v);
+    } else {
+      out.push_back(p + s.qkv_fused);
+    }
+    out.push_back(p + s.o);
+    if (s.mlp == MlpKind::Gated) out.push_back(p + s.gate);
+    out.push_back(p + s.up);
+    out.push_back(p + s.down);
+  }
+  return out;
+}
+
 }  // namespace llmint8::model

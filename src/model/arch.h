@@ -57,4 +57,9 @@ ArchSpec arch_for(const ModelConfig& c);
 // "model.layers.{i}.mlp" with i substituted.
 std::string layer_name(const std::string& tmpl, int64_t i);
 
+// The Linear modules LLM.int8() converts, full names with the base prefix, in checkpoint order:
+// every attention and MLP projection of every layer. lm_head and the (tied) embeddings are not
+// among them: they stay in 16-bit.
+std::vector<std::string> quantizable_linears(const ArchSpec& s, const ModelConfig& c);
+
 }  // namespace llmint8::model

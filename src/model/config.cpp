@@ -348,6 +348,20 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
       f.fail("rotary dimension int(head_dim * partial_rotary_factor) is 0 for head_dim " +
              std::to_string(c.head_dim));
   }
+
+  // A pre-quantized checkpoint (transformers + bitsandbytes, load_in_8bit) records its threshold.
+  if (j.contains("quantization_config")) {
+    const json& q = j["quantization_config"];
+    if (!q.is_object()) f.fail("quantization_config must be an object");
+    const std::string method = q.value("quant_method", std::string());
+    if (method != "bitsandbytes" || q.value("load_in_4bit", false) || !q.value("load_in_8bit", false))
+      f.fail("quantization_config: only bitsandbytes load_in_8bit checkpoints are supported (quant_method '" +
+             method + "')");
+    const json& t = q.contains("llm_int8_threshold") ? q["llm_int8_threshold"] : json(6.0);
+    if (!t.is_number() || !(t.get<double>() >= 0) || !std::isfinite(t.get<double>()))
+      f.fail("quantization_config: llm_int8_threshold must be a number >= 0");
+    c.int8_threshold = float(t.get<double>());
+  }
   return c;
 }
 

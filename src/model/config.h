@@ -53,6 +53,9 @@ struct ModelConfig {
   bool scale_attn_by_inverse_layer_idx = false;  // GPT-2
   int64_t sliding_window = 0;                // Mistral; 0 = full attention
 
+  // quantization_config.llm_int8_threshold of a bitsandbytes 8-bit checkpoint; negative = none.
+  float int8_threshold = -1.f;
+
   int64_t rotary_dim() const;  // even number of rotated dims per head
 };
 

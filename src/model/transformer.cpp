@@ -273,10 +273,14 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
   std::vector<int8_t> cb;  // a checkpoint saved by bitsandbytes (load_in_8bit): CB I8 + SCB
   std::vector<float> scb;
   const bool prequantized = ckpt_->find(tname(module + ".SCB")) != nullptr;
+  // In an 8-bit checkpoint (config.json has a quantization_config), a Linear saved without SCB
+  // was on the skip list when it was quantized: it stays in floating point.
+  if (!prequantized && c_.int8_threshold >= 0.f) int8 = false;
   if (prequantized) {
     const io::TensorInfo& t = ckpt_->get(tname(module + ".weight"), {out, in});
     const std::string where = (t.file ? *t.file : ckpt_->dir()) + ": tensor '" + t.name + "'";
-    if (s_.conv1d) throw Error(where + ": 8-bit Conv1D checkpoints are not supported");
+    // GPT-2's Conv1D weights are stored [out, in] once quantized: transformers transposes them
+    // before bitsandbytes quantizes (and llmint8 quantize does the same).
     if (t.dtype != DType::I8)
       throw Error(where + " has dtype " + std::string(dtype_name(t.dtype)) + ", expected I8 next to its SCB");
     if (const io::TensorInfo* f = ckpt_->find(tname(module + ".weight_format"))) {
@@ -367,6 +371,7 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
   reset_peak_rss();
   if (opts_.device != "cpu")
     throw Error("device '" + opts_.device + "': the model runs on the CPU only (use device 'cpu')");
+  if (opts_.threshold_from_checkpoint && c_.int8_threshold >= 0.f) opts_.threshold = c_.int8_threshold;
   if (!(opts_.threshold >= 0.f) || !std::isfinite(opts_.threshold))
     throw Error("threshold must be a finite number >= 0, got " + std::to_string(opts_.threshold));
   if (opts_.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(opts_.threads));
