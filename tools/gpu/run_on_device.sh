@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds llmint8 with CUDA on the lent GPU machine, runs the GPU tests, optionally the
+# compute-sanitizer memcheck of the primitive tests, and the GPU benchmark, in ONE call.
+#
+# The device image has nvcc, CMake and ninja but none of the project's Debian -dev packages, so
+# they travel as .deb files: on this machine, once,
+#   mkdir -p .carry/debs && cd .carry/debs && apt-get download nlohmann-json3-dev libcli11-dev \
+#     libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 libopenblas-dev libopenblas0 \
+#     libopenblas-pthread-dev libopenblas0-pthread libgfortran5 libgtest-dev libgmock-dev \
+#     googletest libbenchmark-dev libbenchmark1debian pkgconf pkgconf-bin libpkgconf3 \
+#     libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
+# then call the device tool with carry [".carry"] and the command
+#   bash tools/gpu/run_on_device.sh [test] [sanitize] [profile] [bench] [quick]
+# (no argument = test bench). Logs go to $OUT (build.log, test.log, sanitize.log, bench.log);
+# the benchmark's table is printed last.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+ARGS=" ${*:-test bench} "
+has() { [[ "$ARGS" == *" $1 "* ]]; }
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+grep PRETTY_NAME /etc/os-release; ldd --version | head -1; nvcc --version | tail -1
+cmake --version | head -1; ninja --version
+
+echo "== dependencies from .carry/debs -> /opt/deps"
+DEPS=/opt/deps
+mkdir -p $DEPS
+for f in .carry/debs/*.deb; do dpkg -x "$f" $DEPS || { echo "dpkg -x $f failed"; exit 1; }; done
+LIBD=$DEPS/usr/lib/x86_64-linux-gnu
+# .pc files name prefix=/usr: point them at the unpacked tree.
+find $DEPS -name '*.pc' -exec sed -i "s#^prefix=/usr#prefix=$DEPS/usr#" {} +
+export PKG_CONFIG_PATH=$LIBD/pkgconfig:$LIBD/openblas-pthread/pkgconfig:$DEPS/usr/share/pkgconfig
+export LD_LIBRARY_PATH=$LIBD:$LIBD/openblas-pthread:${LD_LIBRARY_PATH:-}
+PKGCONF=$(command -v pkg-config || echo $DEPS/usr/bin/pkgconf)
+
+echo "== configure + build"
+B=build-gpu
+cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMINT8_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$DEPS/usr -DPKG_CONFIG_EXECUTABLE=$PKGCONF \
+  -DCMAKE_LIBRARY_PATH="$LIBD/openblas-pthread;$LIBD" -DBLA_VENDOR=OpenBLAS \
+  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+TARGETS="test_backend_cuda bench_cuda_linear"
+for t in tests/test_cuda_*.cpp; do [ -e "$t" ] && TARGETS="$TARGETS $(basename "$t" .cpp)"; done
+cmake --build $B -j16 --target $TARGETS >>"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -20 "$OUT/build.log"; exit 1; }
+echo "built: $TARGETS"
+
+rc=0
+if has test; then
+  echo "== GPU tests"
+  for t in $TARGETS; do
+    [[ $t == test_* ]] || continue
+    ./$B/tests/$t --gtest_brief=1 2>&1 | tee -a "$OUT/test.log" | tail -25 || rc=1
+  done
+fi
+if has sanitize; then
+  echo "== compute-sanitizer memcheck (primitives)"
+  compute-sanitizer --tool memcheck --error-exitcode 3 ./$B/tests/test_backend_cuda \
+    --gtest_brief=1 --gtest_filter='*Quantize*:*Gemm*:*Dequantize*:*ManyOutlier*' \
+    >"$OUT/sanitize.log" 2>&1; s=$?
+  tail -8 "$OUT/sanitize.log"; echo "compute-sanitizer exit: $s"; [ $s -eq 0 ] || rc=1
+fi
+if has profile; then
+  echo "== ncu: per-kernel times of a few int8_linear calls (bench_cuda_linear --profile)"
+  timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum ./$B/bench/bench_cuda_linear --profile \
+    >"$OUT/ncu.log" 2>&1
+  awk '/^profiled/ {print; next}
+       /Context [0-9]+, Stream/ {n=$0; sub(/^ +/, "", n); sub(/\(.*/, "", n); g=$0; sub(/.*\) \(/, "(", g); sub(/, Context.*/, "", g); name=n " " g}
+       /gpu__time_duration.sum/ {print "  " $NF " us  " name}' "$OUT/ncu.log" | cut -c1-160 | tail -70
+fi
+if has bench; then
+  echo "== benchmark"
+  Q=""; has quick && Q="--quick"
+  ./$B/bench/bench_cuda_linear $Q 2>"$OUT/bench_progress.log" | tee "$OUT/bench.log"
+  tail -3 "$OUT/bench_progress.log"
+fi
+exit $rc
