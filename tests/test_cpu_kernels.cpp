@@ -1,5 +1,5 @@
 // Edge cases of the CPU backend's kernels, for every kernel tier this CPU can run (scalar, AVX2,
-// AVX-512 VNNI): tile remainders in M, N and K, the decode / packed GEMM paths, the full int8
+// AVX-512 VNNI, AMX-INT8): tile remainders in M, N and K, the decode / packed GEMM paths, the full int8
 // range including -128, huge K, and the quantizer's special values. Everything is compared with
 // src/quant/reference.cpp bit for bit (the CPU backend keeps the reference's float operation
 // order, so even the float outputs are identical).
@@ -20,7 +20,7 @@ using cpu::Isa;
 
 namespace {
 
-std::vector<Isa> tiers() { return {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni}; }
+std::vector<Isa> tiers() { return {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx}; }
 
 class CpuKernels : public ::testing::TestWithParam<Isa> {
  protected:

@@ -112,8 +112,9 @@ class CpuBackend final : public HostBackend {
  public:
   CpuBackend(int threads, Isa isa)
       : threads_(threads > 0 ? threads : omp_get_max_threads()),
-        kern_(isa == Isa::Avx512Vnni ? avx512_kernels()
-                                     : (isa == Isa::Avx2 ? avx2_kernels() : scalar_kernels())),
+        kern_(isa == Isa::Amx ? amx_kernels()
+              : isa == Isa::Avx512Vnni ? avx512_kernels()
+              : isa == Isa::Avx2 ? avx2_kernels() : scalar_kernels()),
         thr_(size_t(threads_)) {}
 
   std::string name() const override { return std::string("cpu-") + isa_name(kern_.isa); }
@@ -124,7 +125,7 @@ class CpuBackend final : public HostBackend {
     if (M == 0 || N == 0) return;
     if (!A || !B || !C) throw Error("gemm_s8s8s32: null matrix pointer");
     const int64_t lda = round_up(K, 64);
-    uint8_t* au = a_u8_.get<uint8_t>(size_t(M * lda));
+    uint8_t* au = a_operand(M, lda);
     const int nt = work_threads(M * K, M);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t m = 0; m < M; ++m) {
@@ -163,6 +164,14 @@ class CpuBackend final : public HostBackend {
 
  private:
   static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+  // The u8 GEMM operand buffer [M, lda]; with AMX, rows up to a multiple of kAmxM, the extra
+  // rows holding zeros (0x80) so whole 16-row tiles can be loaded.
+  uint8_t* a_operand(int64_t M, int64_t lda) {
+    const int64_t rows = kern_.amx_micro ? round_up(M, kAmxM) : M;
+    uint8_t* au = a_u8_.get<uint8_t>(size_t(rows * lda));
+    if (rows > M) std::memset(au + M * lda, 0x80, size_t((rows - M) * lda));
+    return au;
+  }
   static void check_dims(const char* what, int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N < 0 || K < 0)
       throw Error(std::string(what) + ": negative dimension (M=" + std::to_string(M) +
@@ -240,7 +249,7 @@ class CpuBackend final : public HostBackend {
     if (M == 0 || N == 0) return;
     if (!X || !Y || (K > 0 && !W.CB) || !W.SCB) throw Error("int8_linear: null weight, input or output pointer");
     const int64_t lda = round_up(K, 64);
-    uint8_t* au = a_u8_.get<uint8_t>(size_t(M * lda));
+    uint8_t* au = a_operand(M, lda);
     float* ax = absmax_.get<float>(size_t(M));
     uint8_t* mask = threshold > 0.f ? mask_.get<uint8_t>(size_t(K)) : nullptr;
     quantize(dtype_of<T>(), X, M, K, threshold, au, lda, 0x80, ax, mask);
@@ -305,6 +314,7 @@ class CpuBackend final : public HostBackend {
 
   void gemm_packed(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
                    const int8_t* B, const Output& o) {
+    if (kern_.amx_micro) return gemm_amx(M, N, K, A, lda, B, o);
     const int64_t npanels = (N + kPanelN - 1) / kPanelN;
     const int nt = work_threads(M * N * K, npanels);
 #pragma omp parallel num_threads(nt)
@@ -326,6 +336,43 @@ class CpuBackend final : public HostBackend {
         }
         finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
       }
+    }
+  }
+
+  // As gemm_packed, with 16 x 48 AMX tiles; the 128 * rowsum(B) correction is summed over the
+  // K blocks and subtracted once per panel.
+  void gemm_amx(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
+                const Output& o) {
+    const int64_t npanels = (N + kPanelN - 1) / kPanelN;
+    const int64_t Mp = round_up(M, kAmxM);
+    const int nt = work_threads(M * N * K, npanels);
+#pragma omp parallel num_threads(nt)
+    {
+      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
+      int32_t* cacc = ts.c.get<int32_t>(size_t(Mp * kPanelN));
+      int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
+      int32_t* corr = ts.corr.get<int32_t>(2 * kPanelN);
+      uint32_t* total = reinterpret_cast<uint32_t*>(corr + kPanelN);
+      kern_.tile_begin();
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < npanels; ++p) {
+        const int64_t n0 = p * kPanelN;
+        const int nr = int(std::min<int64_t>(kPanelN, N - n0));
+        for (int j = 0; j < kPanelN; ++j) total[j] = 0;
+        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+          const int64_t kc = std::min(kKc, K - k0);
+          kern_.pack_panel(B + n0 * K, K, nr, k0, kc, panel, corr);
+          for (int j = 0; j < kPanelN; ++j) total[j] += uint32_t(corr[j]);
+          for (int64_t m = 0; m < Mp; m += kAmxM)
+            kern_.amx_micro(A + m * lda, lda, k0, kc, panel, cacc + m * kPanelN, k0 == 0);
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          int32_t* c = cacc + m * kPanelN;
+          for (int j = 0; j < kPanelN; ++j) c[j] = int32_t(uint32_t(c[j]) - total[j]);
+        }
+        finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
+      }
+      kern_.tile_end();
     }
   }
 

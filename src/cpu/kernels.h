@@ -57,6 +57,13 @@ using PackPanelFn = void (*)(const int8_t* B, int64_t ldb, int nr, int64_t k0, i
 // first: overwrite, else accumulate. A rows must be readable up to k0 + round_up(kc, 4).
 using MicroFn = void (*)(const uint8_t* A, int64_t lda, int mr, int64_t k0, int64_t kc,
                          const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first);
+// AMX tier: cacc[i*kPanelN + j] (+)= sum_{k in block} A[i][k] * B[j][k] for 16 rows (A as u8,
+// no correction: the driver subtracts the summed corr once per panel). A rows must be readable
+// up to k0 + round_up(kc, 64); the driver pads M to a multiple of kAmxM. The calling thread must
+// have run tile_begin() (and runs tile_end() when done).
+inline constexpr int kAmxM = 16;
+using AmxMicroFn = void (*)(const uint8_t* A, int64_t lda, int64_t k0, int64_t kc,
+                            const int8_t* panel, int32_t* cacc, bool first);
 
 struct Kernels {
   Isa isa = Isa::Scalar;
@@ -66,6 +73,9 @@ struct Kernels {
   int dot_mt = 1, dot_nt = 1;
   PackPanelFn pack_panel = nullptr;  // null: no packed path
   MicroFn micro = nullptr;
+  AmxMicroFn amx_micro = nullptr;  // non-null: the packed path uses AMX tiles
+  void (*tile_begin)() = nullptr;
+  void (*tile_end)() = nullptr;
 };
 
 inline int dtype_index(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 ? 1 : 2); }
@@ -73,5 +83,8 @@ inline int dtype_index(DType t) { return t == DType::F32 ? 0 : (t == DType::F16 
 Kernels scalar_kernels();
 Kernels avx2_kernels();
 Kernels avx512_kernels();
+Kernels amx_kernels();
+// CPU has AMX-TILE + AMX-INT8 and the OS granted this process the AMX state.
+bool amx_available();
 
 }  // namespace llmint8::cpu
