@@ -14,6 +14,11 @@
 //
 // Integer results and absmax/outlier masks are bit-identical to src/quant/reference.cpp; float
 // results are too (the epilogue keeps the reference's operation order, outlier sums included).
+// gemm_s8s8s32 is exact for every int8 input, -128 included, while the true result fits in int32
+// (always for K < 131072; the quantizer never emits -128, so K < 133,000 as the contract says).
+//
+// Work is handed out dynamically (panels, N chunks, rows): on a shared machine a descheduled
+// thread then delays a call by its current item only, not by its whole static share.
 //
 // Thread safety: a CpuBackend reuses its scratch buffers across calls, so one backend object may
 // be used by one caller at a time (make one backend per calling thread otherwise).
@@ -207,7 +212,7 @@ class CpuBackend final : public HostBackend {
       {
         uint8_t* mine = marks ? tm + omp_get_thread_num() * K : nullptr;
         if (mine) std::memset(mine, 0, size_t(K));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t m = 0; m < M; ++m)
           absmax[m] = qr(xb + size_t(m * K) * es, K, threshold, q + m * ldq, qxor, mine);
         if (marks) {
@@ -301,7 +306,7 @@ class CpuBackend final : public HostBackend {
     {
       ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
       int32_t* c = ts.c.get<int32_t>(size_t(M * kDotChunk));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
       for (int64_t ch = 0; ch < nchunks; ++ch) {
         const int64_t n0 = ch * kDotChunk, nw = std::min(kDotChunk, N - n0);
         for (int64_t jn = 0; jn < nw; jn += dnt) {
@@ -328,7 +333,7 @@ class CpuBackend final : public HostBackend {
       int32_t* cacc = ts.c.get<int32_t>(size_t(M * kPanelN));
       int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
       int32_t* corr = ts.corr.get<int32_t>(kPanelN);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
       for (int64_t p = 0; p < npanels; ++p) {
         const int64_t n0 = p * kPanelN;
         const int nr = int(std::min<int64_t>(kPanelN, N - n0));
@@ -359,7 +364,7 @@ class CpuBackend final : public HostBackend {
       int32_t* corr = ts.corr.get<int32_t>(2 * kPanelN);
       uint32_t* total = reinterpret_cast<uint32_t*>(corr + kPanelN);
       kern_.tile_begin();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
       for (int64_t p = 0; p < npanels; ++p) {
         const int64_t n0 = p * kPanelN;
         const int nr = int(std::min<int64_t>(kPanelN, N - n0));
