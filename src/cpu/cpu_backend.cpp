@@ -406,6 +406,13 @@ std::unique_ptr<Backend> make_cpu_backend_isa(int threads, Isa isa) {
 }  // namespace cpu
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  // LLMINT8_CPU_ISA=scalar|avx2|avx512vnni|amx pins a lower tier (benchmarks, debugging).
+  if (const char* want = std::getenv("LLMINT8_CPU_ISA"); want && *want) {
+    for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512Vnni, cpu::Isa::Amx})
+      if (std::string(want) == cpu::isa_name(isa)) return cpu::make_cpu_backend_isa(threads, isa);
+    throw Error(std::string("LLMINT8_CPU_ISA: unknown kernel tier '") + want +
+                "' (expected scalar, avx2, avx512vnni or amx)");
+  }
   return std::make_unique<cpu::CpuBackend>(threads, cpu::detect_isa());
 }
 
