@@ -42,7 +42,7 @@ namespace {
 // Below these M the decode path (no packing, each weight byte streamed once) is faster than
 // packing the weight panels; measured crossovers on a Sapphire Rapids core at K = N = 4096.
 constexpr int64_t kPackedMinM = 10;     // AVX-512 VNNI tiles
-constexpr int64_t kPackedMinMAmx = 6;   // AMX tiles
+constexpr int64_t kPackedMinMAmx = 4;   // AMX tiles
 constexpr int64_t kKc = 512;         // K block of a packed panel: 48 x 512 B = 24 KiB, L1-resident
 constexpr int64_t kDotChunk = 64;    // N columns per decode work item / epilogue call
 
@@ -173,14 +173,8 @@ class CpuBackend final : public HostBackend {
 
  private:
   static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
-  // The u8 GEMM operand buffer [M, lda]; with AMX, rows up to a multiple of kAmxM, the extra
-  // rows holding zeros (0x80) so whole 16-row tiles can be loaded.
-  uint8_t* a_operand(int64_t M, int64_t lda) {
-    const int64_t rows = kern_.amx_micro ? round_up(M, kAmxM) : M;
-    uint8_t* au = a_u8_.get<uint8_t>(size_t(rows * lda));
-    if (rows > M) std::memset(au + M * lda, 0x80, size_t((rows - M) * lda));
-    return au;
-  }
+  // The u8 GEMM operand buffer [M, lda].
+  uint8_t* a_operand(int64_t M, int64_t lda) { return a_u8_.get<uint8_t>(size_t(M * lda)); }
   static void check_dims(const char* what, int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N < 0 || K < 0)
       throw Error(std::string(what) + ": negative dimension (M=" + std::to_string(M) +
@@ -290,8 +284,9 @@ class CpuBackend final : public HostBackend {
   // C = (A - 128) B^T over A u8 [M, lda >= round_up(K, 64)], B int8 [N, K], delivered to `o`.
   void gemm(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
             const Output& o) {
-    const int64_t min_m = kern_.amx_micro ? kPackedMinMAmx : kPackedMinM;
-    if (kern_.pack_panel && M >= min_m && K > 0)
+    if (kern_.amx_block && M >= kPackedMinMAmx && K > 0)
+      gemm_amx(M, N, K, A, lda, B, o);
+    else if (kern_.pack_panel && M >= kPackedMinM && K > 0)
       gemm_packed(M, N, K, A, lda, B, o);
     else
       gemm_dot(M, N, K, A, lda, B, o);
@@ -324,7 +319,6 @@ class CpuBackend final : public HostBackend {
 
   void gemm_packed(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
                    const int8_t* B, const Output& o) {
-    if (kern_.amx_micro) return gemm_amx(M, N, K, A, lda, B, o);
     const int64_t npanels = (N + kPanelN - 1) / kPanelN;
     const int nt = work_threads(M * N * K, npanels);
 #pragma omp parallel num_threads(nt)
@@ -349,38 +343,56 @@ class CpuBackend final : public HostBackend {
     }
   }
 
-  // As gemm_packed, with 16 x 48 AMX tiles; the 128 * rowsum(B) correction is summed over the
-  // K blocks and subtracted once per panel.
+  // AMX: C^T tiles of 32 weight rows x 16-row chunks of packed activations. Work items are
+  // super-blocks of `sb` weight rows (<= ~1 MiB, kept in L2 while every activation chunk pair
+  // passes over them), parallel; each item's int32 results are transposed into `cacc` and
+  // delivered while in cache. With one chunk pair (M <= 32) interior blocks read the weight rows
+  // in place, 64 bytes at a time past K (the packed activations are zero there); otherwise, and
+  // for blocks at the end of B, the rows are first copied into tile order (zero-padded), which
+  // turns 32 rows 4 KiB apart into sequential tile loads.
   void gemm_amx(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
                 const Output& o) {
-    const int64_t npanels = (N + kPanelN - 1) / kPanelN;
-    const int64_t Mp = round_up(M, kAmxM);
-    const int nt = work_threads(M * N * K, npanels);
+    const int64_t kp = lda, steps = kp / 64, nmc = (M + kAmxM - 1) / kAmxM;
+    const int64_t sb = std::clamp<int64_t>((int64_t(1) << 20) / kp / kAmxN * kAmxN, kAmxN, 4 * kAmxN);
+    const int64_t nitems = (N + sb - 1) / sb;
+    int8_t* xp = xpack_.get<int8_t>(size_t(nmc * kAmxM * kp));
+    const int nt = work_threads(M * N * K, nitems);
 #pragma omp parallel num_threads(nt)
     {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < nmc; ++c)
+        kern_.amx_pack_act(A + c * kAmxM * lda, lda, int(std::min<int64_t>(kAmxM, M - c * kAmxM)),
+                           kp, xp + c * kAmxM * kp);
       ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
-      int32_t* cacc = ts.c.get<int32_t>(size_t(Mp * kPanelN));
-      int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
-      int32_t* corr = ts.corr.get<int32_t>(2 * kPanelN);
-      uint32_t* total = reinterpret_cast<uint32_t*>(corr + kPanelN);
+      int32_t* cacc = ts.c.get<int32_t>(size_t(M * sb));
+      int32_t* ct = ts.corr.get<int32_t>(4 * 256);
       kern_.tile_begin();
 #pragma omp for schedule(dynamic)
-      for (int64_t p = 0; p < npanels; ++p) {
-        const int64_t n0 = p * kPanelN;
-        const int nr = int(std::min<int64_t>(kPanelN, N - n0));
-        for (int j = 0; j < kPanelN; ++j) total[j] = 0;
-        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-          const int64_t kc = std::min(kKc, K - k0);
-          kern_.pack_panel(B + n0 * K, K, nr, k0, kc, panel, corr);
-          for (int j = 0; j < kPanelN; ++j) total[j] += uint32_t(corr[j]);
-          for (int64_t m = 0; m < Mp; m += kAmxM)
-            kern_.amx_micro(A + m * lda, lda, k0, kc, panel, cacc + m * kPanelN, k0 == 0);
+      for (int64_t it = 0; it < nitems; ++it) {
+        const int64_t n0 = it * sb, nw = std::min(sb, N - n0), nblk = (nw + kAmxN - 1) / kAmxN;
+        const bool in_place = nmc <= 2 && n0 + nblk * kAmxN <= N &&
+                              (n0 + nblk * kAmxN - 1) * K + kp <= N * K;
+        const int8_t* w = B + n0 * K;
+        if (!in_place) {
+          int8_t* pw = ts.panel.get<int8_t>(size_t(nblk * steps * 2048));
+          kern_.amx_pack_w(B + n0 * K, K, K, nw, kp, nblk, pw);
+          w = pw;
         }
-        for (int64_t m = 0; m < M; ++m) {
-          int32_t* c = cacc + m * kPanelN;
-          for (int j = 0; j < kPanelN; ++j) c[j] = int32_t(uint32_t(c[j]) - total[j]);
+        for (int64_t c = 0; c < nmc; c += 2) {
+          const bool two = c + 1 < nmc;
+          const int mrows[2] = {int(std::min<int64_t>(kAmxM, M - c * kAmxM)),
+                                two ? int(std::min<int64_t>(kAmxM, M - (c + 1) * kAmxM)) : 0};
+          for (int64_t b = 0; b < nblk; ++b) {
+            if (in_place)
+              kern_.amx_block(w + b * kAmxN * K, K, 64, xp + c * kAmxM * kp,
+                              two ? xp + (c + 1) * kAmxM * kp : nullptr, steps, ct);
+            else
+              kern_.amx_block(w + b * steps * 2048, 64, 2048, xp + c * kAmxM * kp,
+                              two ? xp + (c + 1) * kAmxM * kp : nullptr, steps, ct);
+            kern_.amx_unpack(ct, two ? 2 : 1, mrows, cacc + c * kAmxM * sb + b * kAmxN, sb);
+          }
         }
-        finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
+        finish(o, M, n0, nw, cacc, sb, ts.wdq);
       }
       kern_.tile_end();
     }
@@ -389,7 +401,7 @@ class CpuBackend final : public HostBackend {
   int threads_;
   Kernels kern_;
   std::vector<ThreadScratch> thr_;
-  Scratch a_u8_, absmax_, mask_, masks_, xo_;
+  Scratch a_u8_, absmax_, mask_, masks_, xo_, xpack_;
   std::vector<int64_t> cols_;
 };
 

@@ -16,14 +16,13 @@
 #include <limits>
 
 #include "cpu/kernels.h"
+#include "cpu/simd_avx512.h"
 #include "llmint8/backend.h"
 
 // The float epilogue must not be contracted into FMAs: it reproduces the reference's separately
 // rounded multiplies and adds bit for bit.
 #pragma GCC optimize("fp-contract=off")
 
-#define LLMINT8_AVX512 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")))
 
 namespace llmint8::cpu {
 namespace {
@@ -231,32 +230,6 @@ LLMINT8_AVX512 void dot_tile(const uint8_t* A, int64_t lda, int mt, const int8_t
 }
 
 // ---- packed path (prefill) ---------------------------------------------------------------------
-// In-register 16 x 16 transpose of dwords: r[i] lane q -> r'[q] lane i.
-LLMINT8_AVX512 inline void transpose16(__m512i* r) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  // u[4i+e] lane L holds rows 4i..4i+3 at dword 4L+e.
-  for (int e = 0; e < 4; ++e) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x88);
-    const __m512i w0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xdd);
-    const __m512i v1 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x88);
-    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xdd);
-    r[e] = _mm512_shuffle_i32x4(v0, v1, 0x88);
-    r[8 + e] = _mm512_shuffle_i32x4(v0, v1, 0xdd);
-    r[4 + e] = _mm512_shuffle_i32x4(w0, w1, 0x88);
-    r[12 + e] = _mm512_shuffle_i32x4(w0, w1, 0xdd);
-  }
-}
-
 LLMINT8_AVX512 void pack_panel(const int8_t* B, int64_t ldb, int nr, int64_t k0, int64_t kc,
                                int8_t* panel, int32_t* corr) {
   const int64_t nblk = (kc + 63) / 64;
