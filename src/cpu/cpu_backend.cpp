@@ -5,9 +5,10 @@
 //    the row is in cache), rows in parallel with per-thread outlier masks OR-merged afterwards,
 //    then the outlier columns are zeroed in every row.
 //  * gemm: small M (decode, M < kPackedMinM) streams every weight byte exactly once, all M rows
-//    per weight tile, parallel over N; larger M (prefill) packs 48-row x kKc weight panels into
-//    VNNI order (L1-resident) and runs an 8 x 48 vpdpbusd register tile (or, with AMX, 16 x 48
-//    TDPBUSD tiles) over all M rows.
+//    per weight tile, parallel over N. Larger M (prefill), AVX-512 VNNI: 48-row x kKc weight
+//    panels packed into VNNI order (L1-resident) under an 8 x 48 vpdpbusd register tile over all
+//    M rows. With AMX (from M = kPackedMinMAmx): the activations are packed once into VNNI tiles
+//    and TDPBSSD computes C^T tiles straight from the weight rows (see gemm_amx).
 //  * int8_linear: quantize X (straight into the u8 GEMM operand), GEMM, and the dequantization +
 //    outlier product + bias + dtype conversion fused into the GEMM epilogue, on each N chunk while
 //    its int32 results are in cache. Nothing is cached per weight across calls.
