@@ -254,48 +254,55 @@ LLMINT8_AVX512 void pack_panel(const int8_t* B, int64_t ldb, int nr, int64_t k0,
   }
 }
 
-// MR x 48 register tile: per group of 4 k, 3 weight vectors (16 n x 4 k) against MR broadcast
-// activation dwords; 24 accumulators at MR = 8.
-template <int MR>
-LLMINT8_AVX512 void micro_t(const uint8_t* A, int64_t lda, int64_t k0, int64_t kc,
-                            const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first) {
-  constexpr int V = kPanelN / 16;
-  __m512i acc[MR][V], cv[V];
-  for (int v = 0; v < V; ++v) cv[v] = _mm512_loadu_si512(corr + 16 * v);
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < V; ++v)
-      acc[i][v] = _mm512_sub_epi32(first ? _mm512_setzero_si512()
-                                         : _mm512_loadu_si512(cacc + i * kPanelN + 16 * v),
-                                   cv[v]);
-  const int64_t nkq = (kc + 3) / 4;
-  const uint8_t* a = A + k0;
-  for (int64_t kq = 0; kq < nkq; ++kq) {
-    const int8_t* p = panel + kq * (kPanelN * 4);
-    __m512i bv[V];
-    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_si512(p + 64 * v);
-    for (int i = 0; i < MR; ++i) {
-      int32_t d;
-      std::memcpy(&d, a + i * lda + 4 * kq, 4);
-      const __m512i av = _mm512_set1_epi32(d);
-      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < V; ++v) _mm512_storeu_si512(cacc + i * kPanelN + 16 * v, acc[i][v]);
-}
-
+// 8 x 48 register tile: per group of 4 k, 3 weight vectors (16 n x 4 k) against 8 broadcast
+// activation dwords into 24 accumulators. Named variables, not arrays: GCC 12 keeps an array of
+// 24 accumulators partly on the stack. Rows past mr repeat row mr-1 and are not stored.
 LLMINT8_AVX512 void micro(const uint8_t* A, int64_t lda, int mr, int64_t k0, int64_t kc,
                           const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first) {
-  switch (mr) {
-    case 1: return micro_t<1>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 2: return micro_t<2>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 3: return micro_t<3>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 4: return micro_t<4>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 5: return micro_t<5>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 6: return micro_t<6>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 7: return micro_t<7>(A, lda, k0, kc, panel, corr, cacc, first);
-    default: return micro_t<8>(A, lda, k0, kc, panel, corr, cacc, first);
+  const __m512i q0 = _mm512_loadu_si512(corr), q1 = _mm512_loadu_si512(corr + 16),
+                q2 = _mm512_loadu_si512(corr + 32);
+#define LLMINT8_ROW(i)                                                                          \
+  const uint8_t* a##i = A + (i < mr ? i : mr - 1) * lda + k0;                                   \
+  __m512i c##i##0, c##i##1, c##i##2;                                                            \
+  if (first || i >= mr) {                                                                       \
+    c##i##0 = _mm512_sub_epi32(_mm512_setzero_si512(), q0);                                     \
+    c##i##1 = _mm512_sub_epi32(_mm512_setzero_si512(), q1);                                     \
+    c##i##2 = _mm512_sub_epi32(_mm512_setzero_si512(), q2);                                     \
+  } else {                                                                                      \
+    c##i##0 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN), q0);                     \
+    c##i##1 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN + 16), q1);                \
+    c##i##2 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN + 32), q2);                \
   }
+  LLMINT8_ROW(0) LLMINT8_ROW(1) LLMINT8_ROW(2) LLMINT8_ROW(3)
+  LLMINT8_ROW(4) LLMINT8_ROW(5) LLMINT8_ROW(6) LLMINT8_ROW(7)
+#undef LLMINT8_ROW
+  const int64_t nkq = (kc + 3) / 4;
+  for (int64_t kq = 0; kq < nkq; ++kq) {
+    const int8_t* p = panel + kq * (kPanelN * 4);
+    const __m512i b0 = _mm512_load_si512(p), b1 = _mm512_load_si512(p + 64),
+                  b2 = _mm512_load_si512(p + 128);
+#define LLMINT8_STEP(i)                                                                         \
+    {                                                                                           \
+      int32_t d;                                                                                \
+      std::memcpy(&d, a##i + 4 * kq, 4);                                                        \
+      const __m512i av = _mm512_set1_epi32(d);                                                  \
+      c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, b0);                                           \
+      c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, b1);                                           \
+      c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, b2);                                           \
+    }
+    LLMINT8_STEP(0) LLMINT8_STEP(1) LLMINT8_STEP(2) LLMINT8_STEP(3)
+    LLMINT8_STEP(4) LLMINT8_STEP(5) LLMINT8_STEP(6) LLMINT8_STEP(7)
+#undef LLMINT8_STEP
+  }
+#define LLMINT8_STORE(i)                                                                        \
+  if (i < mr) {                                                                                 \
+    _mm512_storeu_si512(cacc + i * kPanelN, c##i##0);                                           \
+    _mm512_storeu_si512(cacc + i * kPanelN + 16, c##i##1);                                      \
+    _mm512_storeu_si512(cacc + i * kPanelN + 32, c##i##2);                                      \
+  }
+  LLMINT8_STORE(0) LLMINT8_STORE(1) LLMINT8_STORE(2) LLMINT8_STORE(3)
+  LLMINT8_STORE(4) LLMINT8_STORE(5) LLMINT8_STORE(6) LLMINT8_STORE(7)
+#undef LLMINT8_STORE
 }
 
 }  // namespace
