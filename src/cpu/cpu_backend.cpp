@@ -42,7 +42,7 @@ namespace {
 
 // Below these M the decode path (no packing, each weight byte streamed once) is faster than
 // packing the weight panels; measured crossovers on a Sapphire Rapids core at K = N = 4096.
-constexpr int64_t kPackedMinM = 10;     // AVX-512 VNNI tiles
+constexpr int64_t kPackedMinM = 6;      // AVX-512 VNNI tiles
 constexpr int64_t kPackedMinMAmx = 4;   // AMX tiles
 constexpr int64_t kKc = 512;         // K block of a packed panel: 48 x 512 B = 24 KiB, L1-resident
 constexpr int64_t kDotChunk = 64;    // N columns per decode work item / epilogue call

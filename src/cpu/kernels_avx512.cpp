@@ -162,42 +162,57 @@ LLMINT8_AVX512 inline __m512i reduce16(const __m512i* v) {
 constexpr int kDotN = 4;
 
 // Streams each weight row once for MT activation rows: acc[i][j] += (a_i+128) . b_j per 64 k,
-// rs[j] += 1 . b_j, then C = acc - 128 * rs after the horizontal reductions.
+// rs[j] += 1 . b_j, then C = acc - 128 * rs after the horizontal reductions. Named accumulators
+// (not arrays) so that GCC 12 keeps them all in registers.
 template <int MT>
 LLMINT8_AVX512 void dot_tile_t(const uint8_t* A, int64_t lda, const int8_t* const* B, int nt,
                                int64_t K, int32_t* c, int64_t ldc) {
-  const int8_t* b[kDotN];
-  for (int j = 0; j < kDotN; ++j) b[j] = B[j < nt ? j : nt - 1];  // pad by repeating a row
-  __m512i acc[MT][kDotN], rs[kDotN];
-  for (int j = 0; j < kDotN; ++j) {
-    rs[j] = _mm512_setzero_si512();
-    for (int i = 0; i < MT; ++i) acc[i][j] = _mm512_setzero_si512();
+  static_assert(MT >= 1 && MT <= 4 && kDotN == 4);
+  const int8_t* b0 = B[0];
+  const int8_t* b1 = B[nt > 1 ? 1 : nt - 1];  // pad by repeating a row
+  const int8_t* b2 = B[nt > 2 ? 2 : nt - 1];
+  const int8_t* b3 = B[nt > 3 ? 3 : nt - 1];
+  const uint8_t* a0 = A;
+  const uint8_t* a1 = A + (MT > 1 ? 1 : 0) * lda;
+  const uint8_t* a2 = A + (MT > 2 ? 2 : 0) * lda;
+  const uint8_t* a3 = A + (MT > 3 ? 3 : 0) * lda;
+  const __m512i z = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+  __m512i r0 = z, r1 = z, r2 = z, r3 = z;
+  __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+  __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+#define LLMINT8_DOT_ROW(i, LOAD)                                                               \
+  if constexpr (MT > i) {                                                                      \
+    const __m512i av = LOAD(a##i);                                                             \
+    c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, w0);                                            \
+    c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, w1);                                            \
+    c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, w2);                                            \
+    c##i##3 = _mm512_dpbusd_epi32(c##i##3, av, w3);                                            \
   }
-  const __m512i ones = _mm512_set1_epi8(1);
+#define LLMINT8_DOT_STEP(LOAD)                                                                 \
+  {                                                                                            \
+    const __m512i w0 = LOAD(b0), w1 = LOAD(b1), w2 = LOAD(b2), w3 = LOAD(b3);                  \
+    r0 = _mm512_dpbusd_epi32(r0, ones, w0);                                                    \
+    r1 = _mm512_dpbusd_epi32(r1, ones, w1);                                                    \
+    r2 = _mm512_dpbusd_epi32(r2, ones, w2);                                                    \
+    r3 = _mm512_dpbusd_epi32(r3, ones, w3);                                                    \
+    LLMINT8_DOT_ROW(0, LOAD) LLMINT8_DOT_ROW(1, LOAD) LLMINT8_DOT_ROW(2, LOAD)                 \
+    LLMINT8_DOT_ROW(3, LOAD)                                                                   \
+  }
   int64_t k = 0;
-  for (; k + 64 <= K; k += 64) {
-    __m512i bv[kDotN];
-    for (int j = 0; j < kDotN; ++j) {
-      bv[j] = _mm512_loadu_si512(b[j] + k);
-      rs[j] = _mm512_dpbusd_epi32(rs[j], ones, bv[j]);
-    }
-    for (int i = 0; i < MT; ++i) {
-      const __m512i a = _mm512_loadu_si512(A + i * lda + k);
-      for (int j = 0; j < kDotN; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
-    }
-  }
+#define LLMINT8_FULL(p) _mm512_loadu_si512((p) + k)
+  for (; k + 64 <= K; k += 64) LLMINT8_DOT_STEP(LLMINT8_FULL)
+#undef LLMINT8_FULL
   if (k < K) {
     const __mmask64 lm = tail64(K - k);
-    __m512i bv[kDotN];
-    for (int j = 0; j < kDotN; ++j) {
-      bv[j] = _mm512_maskz_loadu_epi8(lm, b[j] + k);
-      rs[j] = _mm512_dpbusd_epi32(rs[j], ones, bv[j]);
-    }
-    for (int i = 0; i < MT; ++i) {
-      const __m512i a = _mm512_maskz_loadu_epi8(lm, A + i * lda + k);
-      for (int j = 0; j < kDotN; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
-    }
+#define LLMINT8_TAIL(p) _mm512_maskz_loadu_epi8(lm, (p) + k)
+    LLMINT8_DOT_STEP(LLMINT8_TAIL)
+#undef LLMINT8_TAIL
   }
+#undef LLMINT8_DOT_STEP
+#undef LLMINT8_DOT_ROW
+  const __m512i acc[4][kDotN] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                                 {c20, c21, c22, c23}, {c30, c31, c32, c33}};
+  const __m512i rs[kDotN] = {r0, r1, r2, r3};
   constexpr int nv = MT * kDotN;
   __m512i v[16];
   for (int i = 0; i < MT; ++i)
@@ -206,12 +221,12 @@ LLMINT8_AVX512 void dot_tile_t(const uint8_t* A, int64_t lda, const int8_t* cons
   alignas(64) int32_t sums[32];
   if constexpr (nv + kDotN <= 16) {
     for (int j = 0; j < kDotN; ++j) v[nv + j] = rs[j];
-    for (int t = nv + kDotN; t < 16; ++t) v[t] = _mm512_setzero_si512();
+    for (int t = nv + kDotN; t < 16; ++t) v[t] = z;
     _mm512_store_si512(sums, reduce16(v));
   } else {
     _mm512_store_si512(sums, reduce16(v));
     __m512i w[16];
-    for (int j = 0; j < 16; ++j) w[j] = j < kDotN ? rs[j] : _mm512_setzero_si512();
+    for (int j = 0; j < 16; ++j) w[j] = j < kDotN ? rs[j] : z;
     _mm512_store_si512(sums + 16, reduce16(w));
   }
   for (int i = 0; i < MT; ++i)
