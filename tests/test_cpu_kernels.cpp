@@ -155,6 +155,17 @@ TEST_P(CpuKernels, QuantizeF32) { quantize_suite<float>(*be_); }
 TEST_P(CpuKernels, QuantizeF16) { quantize_suite<f16>(*be_); }
 TEST_P(CpuKernels, QuantizeBF16) { quantize_suite<bf16>(*be_); }
 
+TEST_P(CpuKernels, QuantizeParallelRowsMergeOutlierMasks) {
+  // Large enough for the multi-threaded path: per-thread outlier masks found in different rows
+  // must be merged and zero their columns in every row.
+  for (float th : {0.f, 6.f})
+    for (bool specials : {false, true}) {
+      check_quantize<float>(*be_, 300, 1001, th, specials, true);
+      check_quantize<f16>(*be_, 300, 1001, th, specials, true);
+      check_quantize<bf16>(*be_, 300, 1001, th, specials, false);
+    }
+}
+
 TEST_P(CpuKernels, QuantizeTiesAndTinyAbsmax) {
   // x * 127/absmax landing on .5 must round to even; a subnormal absmax makes 127/absmax = Inf.
   const int64_t K = 40;
