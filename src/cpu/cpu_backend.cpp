@@ -174,6 +174,18 @@ class CpuBackend final : public HostBackend {
 
  private:
   static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+  // Grows the per-thread buffers of threads [0, nt) before a parallel region: an exception (out
+  // of memory) must not be thrown inside one, where it would terminate the program.
+  void reserve(int nt, int64_t c_ints, int64_t panel, int64_t corr_ints, int64_t wdq_floats) {
+    for (int t = 0; t < nt; ++t) {
+      ThreadScratch& ts = thr_[size_t(t)];
+      ts.c.get<int32_t>(size_t(c_ints));
+      ts.panel.get<int8_t>(size_t(panel));
+      ts.corr.get<int32_t>(size_t(corr_ints));
+      ts.wdq.get<float>(size_t(wdq_floats));
+    }
+  }
+
   // The u8 GEMM operand buffer [M, lda].
   uint8_t* a_operand(int64_t M, int64_t lda) { return a_u8_.get<uint8_t>(size_t(M * lda)); }
   static void check_dims(const char* what, int64_t M, int64_t N, int64_t K) {
@@ -299,6 +311,7 @@ class CpuBackend final : public HostBackend {
     const int64_t nchunks = (N + kDotChunk - 1) / kDotChunk;
     const int nt = work_threads(M * N * std::max<int64_t>(K, 1), nchunks);
     const int dmt = kern_.dot_mt, dnt = kern_.dot_nt;
+    reserve(nt, M * kDotChunk, 0, 0, o.args.nc * kDotChunk);
 #pragma omp parallel num_threads(nt)
     {
       ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
@@ -323,6 +336,7 @@ class CpuBackend final : public HostBackend {
                    const int8_t* B, const Output& o) {
     const int64_t npanels = (N + kPanelN - 1) / kPanelN;
     const int nt = work_threads(M * N * K, npanels);
+    reserve(nt, M * kPanelN, panel_bytes(kKc), kPanelN, o.args.nc * kPanelN);
 #pragma omp parallel num_threads(nt)
     {
       ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
@@ -359,6 +373,7 @@ class CpuBackend final : public HostBackend {
     const int64_t nitems = (N + sb - 1) / sb;
     int8_t* xp = xpack_.get<int8_t>(size_t(nmc * kAmxM * kp));
     const int nt = work_threads(M * N * K, nitems);
+    reserve(nt, M * sb, sb * kp, 4 * 256, o.args.nc * sb);
 #pragma omp parallel num_threads(nt)
     {
 #pragma omp for schedule(static)
