@@ -1,5 +1,6 @@
 // The optimised CPU backend: blocking, threading and scratch management around the per-ISA
-// kernels of kernels.h (AVX-512 VNNI, else AVX2, else scalar, chosen at run time).
+// kernels of kernels.h (AMX-INT8 + AVX-512 VNNI, else AVX-512 VNNI, else AVX2, else scalar,
+// chosen at run time; LLMINT8_CPU_ISA pins a lower tier).
 //
 //  * quantize_rowwise: one fused pass per row (absmax + outlier marks, then quantization while
 //    the row is in cache), rows in parallel with per-thread outlier masks OR-merged afterwards,
@@ -40,12 +41,12 @@ namespace llmint8 {
 namespace cpu {
 namespace {
 
-// Below these M the decode path (no packing, each weight byte streamed once) is faster than
-// packing the weight panels; measured crossovers on a Sapphire Rapids core at K = N = 4096.
-constexpr int64_t kPackedMinM = 6;      // AVX-512 VNNI tiles
-constexpr int64_t kPackedMinMAmx = 4;   // AMX tiles
-constexpr int64_t kKc = 512;         // K block of a packed panel: 48 x 512 B = 24 KiB, L1-resident
-constexpr int64_t kDotChunk = 64;    // N columns per decode work item / epilogue call
+// Below these M the decode path (no packing, each weight byte streamed once) is faster than the
+// prefill paths; measured crossovers on a Sapphire Rapids-class core at K = N = 4096.
+constexpr int64_t kPackedMinM = 6;     // AVX-512 VNNI packed panels
+constexpr int64_t kPackedMinMAmx = 4;  // AMX tiles
+constexpr int64_t kKc = 512;           // K block of a packed panel: 48 x 512 B = 24 KiB, in L1
+constexpr int64_t kDotChunk = 64;      // N columns per decode work item / epilogue call
 
 // A growable 64-byte aligned scratch buffer.
 class Scratch {
