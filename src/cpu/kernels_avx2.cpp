@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "quant/reference.h"
 #include "cpu/kernels.h"
 #include "llmint8/backend.h"
 
@@ -87,7 +88,7 @@ LLMINT8_AVX2 float quant_row(const void* xv, int64_t K, float threshold, uint8_t
     std::memset(q, qxor, size_t(K));
     return nan_any ? std::numeric_limits<float>::quiet_NaN() : 0.f;
   }
-  const float inv_s = 127.0f / amax;
+  const float inv_s = ref::int8_scale_of(amax);
   const __m256 inv = _mm256_set1_ps(inv_s);
   const __m256 hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
   const __m128i vx = _mm_set1_epi8(char(qxor));

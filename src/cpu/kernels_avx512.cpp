@@ -15,6 +15,7 @@
 #include <cstring>
 #include <limits>
 
+#include "quant/reference.h"
 #include "cpu/kernels.h"
 #include "cpu/simd_avx512.h"
 #include "llmint8/backend.h"
@@ -100,7 +101,7 @@ LLMINT8_AVX512 float quant_row(const void* xv, int64_t K, float threshold, uint8
     std::memset(q, qxor, size_t(K));
     return nan_any ? std::numeric_limits<float>::quiet_NaN() : 0.f;
   }
-  const __m512 inv = _mm512_set1_ps(127.0f / amax);
+  const __m512 inv = _mm512_set1_ps(ref::int8_scale_of(amax));
   const __m512 hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
   const __m128i vx = _mm_set1_epi8(char(qxor));
   for (int64_t k = 0; k < K; k += 16) {

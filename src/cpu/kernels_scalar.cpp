@@ -6,6 +6,7 @@
 // Keep the reference's separately rounded multiplies and adds even when built with FMA enabled.
 #pragma GCC optimize("fp-contract=off")
 
+#include "quant/reference.h"
 #include "cpu/kernels.h"
 #include "llmint8/backend.h"
 
@@ -30,7 +31,7 @@ float quant_row(const void* xv, int64_t K, float threshold, uint8_t* q, uint8_t 
     for (int64_t k = 0; k < K; ++k) q[k] = qxor;
     return has_nan ? std::numeric_limits<float>::quiet_NaN() : 0.f;
   }
-  const float inv = 127.0f / amax;
+  const float inv = ref::int8_scale_of(amax);
   for (int64_t k = 0; k < K; ++k) {
     const float v = to_float(x[k]);
     int8_t r = 0;

@@ -15,6 +15,14 @@ namespace llmint8::ref {
 template <class T>
 float quantize_row(const T* x, int64_t K, float threshold, int8_t* q, uint8_t* outlier_cols);
 
+// The factor that maps a row onto [-127, 127]: (1/absmax)*127 in two float roundings, as
+// bitsandbytes' PyTorch backend evaluates 127/absmax (see include/llmint8/backend.h). Every host
+// kernel takes it from here.
+inline float int8_scale_of(float absmax) {
+  const float r = 1.0f / absmax;
+  return 127.0f * r;
+}
+
 // One int8 value: round_half_even(v * inv_scale) clamped to [-127,127]; NaN -> 0.
 inline int8_t quantize_value(float v, float inv_scale) {
   float r = __builtin_nearbyintf(v * inv_scale);
