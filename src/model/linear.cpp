@@ -21,6 +21,7 @@ Linear& Linear::operator=(Linear&& o) noexcept {
     st_ = o.st_;
     backend_ = o.backend_;
     w8_ = o.w8_;
+    borrowed_cb_ = o.borrowed_cb_;
     wf_ = std::move(o.wf_);
     wh_ = std::move(o.wh_);
     bias_ = std::move(o.bias_);
@@ -34,10 +35,11 @@ Linear::~Linear() { release(); }
 
 void Linear::release() {
   if (backend_) {
-    if (w8_.CB) backend_->release(const_cast<int8_t*>(w8_.CB));
+    if (w8_.CB && !borrowed_cb_) backend_->release(const_cast<int8_t*>(w8_.CB));
     if (w8_.SCB) backend_->release(const_cast<float*>(w8_.SCB));
   }
   w8_ = {};
+  borrowed_cb_ = false;
 }
 
 void Linear::set(std::string name, int64_t out, int64_t in, std::vector<float>&& w, Storage st,
@@ -95,6 +97,27 @@ void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vect
   backend->to_device(c, cb.data(), n);
   backend->to_device(s, scb.data(), size_t(out) * sizeof(float));
   w8_ = Int8Weight{out, in, c, s};
+}
+
+void Linear::set_int8_mapped(std::string name, int64_t out, int64_t in, const int8_t* cb,
+                             const std::vector<float>& scb, Backend* backend) {
+  if (!backend->is_host()) {
+    set_int8(std::move(name), out, in, std::vector<int8_t>(cb, cb + size_t(out) * size_t(in)), scb, backend);
+    return;
+  }
+  release();
+  name_ = std::move(name);
+  out_ = out;
+  in_ = in;
+  st_ = Storage::Int8;
+  backend_ = backend;
+  wf_.clear();
+  wh_.clear();
+  if (scb.size() != size_t(out)) throw Error(name_ + ": internal error: SCB size mismatch");
+  auto* s = static_cast<float*>(backend->alloc(size_t(out) * sizeof(float)));
+  backend->to_device(s, scb.data(), size_t(out) * sizeof(float));
+  w8_ = Int8Weight{out, in, cb, s};
+  borrowed_cb_ = true;
 }
 
 uint64_t Linear::bytes() const {

@@ -38,6 +38,12 @@ class Linear {
   // Takes an already quantized weight (a bitsandbytes 8-bit checkpoint): CB [out, in], SCB [out].
   void set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
                 const std::vector<float>& scb, Backend* backend);
+  // Same, but CB stays where it is -- the checkpoint's read-only mapping -- when the backend
+  // works on host memory (zero-copy loading of 8-bit checkpoints); the caller keeps the mapping
+  // alive for the Linear's lifetime. Other backends get a copy.
+  void set_int8_mapped(std::string name, int64_t out, int64_t in, const int8_t* cb,
+                       const std::vector<float>& scb, Backend* backend);
+  bool borrows_weight() const { return borrowed_cb_; }
   void set_bias(std::vector<float>&& b) { bias_ = std::move(b); }
   void set_threads(int t) { threads_ = t > 0 ? t : 1; }
 
@@ -51,6 +57,7 @@ class Linear {
   int64_t in_features() const { return in_; }
   Storage storage() const { return st_; }
   bool has_bias() const { return !bias_.empty(); }
+  const std::vector<float>& bias() const { return bias_; }
   const Int8Weight& int8() const { return w8_; }
   uint64_t bytes() const;  // held bytes: weight (+ SCB) + bias
 
@@ -61,6 +68,7 @@ class Linear {
   Storage st_ = Storage::F32;
   Backend* backend_ = nullptr;
   Int8Weight w8_;
+  bool borrowed_cb_ = false;  // w8_.CB points into a checkpoint mapping (not ours to release)
   std::vector<float> wf_;
   std::vector<uint16_t> wh_;  // f16 or bf16 bits
   std::vector<float> bias_;

@@ -173,6 +173,7 @@ class TransformerModel final : public Model {
 
   void run(TransformerSession& s, std::span<const int32_t> tokens, std::vector<float>* logits,
            bool all_logits);
+  TransformerView view() const;
   const Linear* find_linear(const std::string& module) const {
     if (lm_head_ && lm_head_->name() == module) return lm_head_;
     for (const Layer& L : layers_)
@@ -197,7 +198,9 @@ class TransformerModel final : public Model {
   ArchSpec s_;
   LoadOptions opts_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<io::Checkpoint> ckpt_;  // only while loading
+  // Open while loading; kept open afterwards when int8 weights are read from its mapping.
+  std::unique_ptr<io::Checkpoint> ckpt_;
+  bool keep_mapping_ = false;
   bool strip_prefix_ = false;
   uint64_t bytes_done_ = 0, bytes_total_ = 0;
   ModelInfo info_;
@@ -271,6 +274,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
   DType dt = DType::F32;
   std::vector<float> w;
   std::vector<int8_t> cb;  // a checkpoint saved by bitsandbytes (load_in_8bit): CB I8 + SCB
+  const int8_t* mapped_cb = nullptr;  // its CB in the checkpoint's mapping
   std::vector<float> scb;
   const bool prequantized = ckpt_->find(tname(module + ".SCB")) != nullptr;
   // In an 8-bit checkpoint (config.json has a quantization_config), a Linear saved without SCB
@@ -290,8 +294,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
                     "': only weight_format 0 (row-major int8) is supported");
       info_.checkpoint_bytes += f->nbytes;
     }
-    cb.assign(reinterpret_cast<const int8_t*>(t.data), reinterpret_cast<const int8_t*>(t.data) + t.nbytes);
-    ckpt_->release_pages(t);
+    mapped_cb = reinterpret_cast<const int8_t*>(t.data);
     info_.parameters += t.numel();
     info_.checkpoint_bytes += t.nbytes;
     info_.weight_bytes_16bit += uint64_t(t.numel()) * 2;
@@ -330,15 +333,22 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
           }
       v.swap(p);
     };
+    if (mapped_cb) cb.assign(mapped_cb, mapped_cb + size_t(out) * size_t(in));  // reordered: a copy
+    mapped_cb = nullptr;
     permute(w, in);
     permute(cb, in);
     permute(scb, 1);
     permute(b, 1);
   }
 
-  if (prequantized && int8) {
+  if (prequantized && int8 && mapped_cb) {
+    // Zero-copy: the Linear reads CB from the mapping, which the model keeps open.
+    L.set_int8_mapped(module, out, in, mapped_cb, scb, backend_.get());
+    keep_mapping_ = keep_mapping_ || L.borrows_weight();
+  } else if (prequantized && int8) {
     L.set_int8(module, out, in, cb, scb, backend_.get());
   } else {
+    if (mapped_cb) cb.assign(mapped_cb, mapped_cb + size_t(out) * size_t(in));
     if (prequantized) {
       // Floating point requested: the dequantized weight CB * SCB / 127.
       w.resize(cb.size());
@@ -453,7 +463,8 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
   info_.kv_heads = c_.num_kv_heads;
   info_.vocab_size = V;
   if (opts_.progress) opts_.progress(bytes_total_, bytes_total_);
-  ckpt_.reset();  // unmaps the files
+  // Unmaps the files, unless int8 weights of a pre-quantized checkpoint are read in place.
+  if (!keep_mapping_) ckpt_.reset();
   info_.peak_rss_bytes = peak_rss_bytes();
 }
 
@@ -702,7 +713,31 @@ void TransformerModel::run(TransformerSession& s, std::span<const int32_t> token
   lm_head_->forward(last, rows, logits->data(), 0.f);
 }
 
+TransformerView TransformerModel::view() const {
+  TransformerView v;
+  v.config = &c_;
+  v.spec = &s_;
+  v.threshold = opts_.threshold;
+  v.embed = &embed_;
+  v.pos_embed = &pos_embed_;
+  v.lm_head = lm_head_;
+  v.embed_norm = {&embed_norm_.w, &embed_norm_.b};
+  v.final_norm = {&final_norm_.w, &final_norm_.b};
+  for (const Layer& L : layers_)
+    v.layers.push_back(LayerView{{&L.n1.w, &L.n1.b}, {&L.n2.w, &L.n2.b}, &L.q, &L.k, &L.v, &L.qkv,
+                                 &L.o, &L.gate, &L.up, &L.down});
+  v.inv_freq = &inv_freq_;
+  v.slopes = &slopes_;
+  return v;
+}
+
 }  // namespace
+
+TransformerView view_transformer(const Model& m) {
+  const auto* t = dynamic_cast<const TransformerModel*>(&m);
+  if (!t) throw Error("view_transformer: not a CPU transformer model");
+  return t->view();
+}
 
 const Int8Weight* find_int8_weight(const Model& m, const std::string& module) {
   const auto* t = dynamic_cast<const TransformerModel*>(&m);
