@@ -202,6 +202,33 @@ TEST(Quantize, SavedCheckpointIsAboutHalfOfFp16AndShards) {
   EXPECT_NEAR(double(a->info().weight_bytes) / double(a->info().weight_bytes_16bit), 0.51, 0.04);
 }
 
+bool mapped_by_this_process(const fs::path& file) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string want = fs::canonical(file).string();
+  for (std::string line; std::getline(maps, line);)
+    if (line.size() >= want.size() && line.compare(line.size() - want.size(), want.size(), want) == 0) return true;
+  return false;
+}
+
+// On the CPU an 8-bit checkpoint's int8 weights are used where they lie in the file mapping.
+TEST(Quantize, Int8CheckpointIsMappedNotCopied) {
+  const fs::path out = fresh_dir("mapped");
+  model::quantize_checkpoint((kFixtures / "llama").string(), out.string(), {});
+  {
+    auto m = Model::load(out.string(), {.threads = 2});
+    const Int8Weight* w = model::find_int8_weight(*m, "model.layers.0.self_attn.q_proj");
+    ASSERT_NE(w, nullptr);
+    EXPECT_TRUE(mapped_by_this_process(out / "model.safetensors"));
+    auto ck = io::Checkpoint::open(out.string());
+    const io::TensorInfo& t = ck->get("model.layers.0.self_attn.q_proj.weight");
+    EXPECT_EQ(0, std::memcmp(w->CB, t.data, t.nbytes));
+  }
+  EXPECT_FALSE(mapped_by_this_process(out / "model.safetensors"));  // unmapped with the model
+  // A 16-bit checkpoint is converted while loading: nothing stays mapped.
+  auto m16 = Model::load((kFixtures / "llama").string(), {.threads = 2});
+  EXPECT_FALSE(mapped_by_this_process(kFixtures / "llama" / "model.safetensors"));
+}
+
 TEST(Quantize, SkipListAndThresholdAreRecordedAndHonoured) {
   const fs::path out = fresh_dir("llama-skip");
   model::QuantizeOptions o;
