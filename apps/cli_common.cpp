@@ -38,6 +38,14 @@ void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& mode
   sub->add_flag("--json", o.json, "Print exactly one JSON object on stdout instead of text");
 }
 
+namespace {
+std::string fmt_g(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+}  // namespace
+
 void check_model_dir(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::exists(dir, ec)) throw Error("model directory '" + dir + "': does not exist");
@@ -49,7 +57,7 @@ LoadOptions load_options(const CommonOptions& o) {
   if (!parse_precision(o.precision, &lo.precision))
     throw Error("--precision '" + o.precision + "': unknown precision (use int8, fp16, bf16 or fp32)");
   if (!std::isfinite(o.threshold) || o.threshold < 0)
-    throw Error("--threshold " + std::to_string(o.threshold) + ": must be a finite number >= 0 (0 = no decomposition)");
+    throw Error("--threshold " + fmt_g(o.threshold) + ": must be a finite number >= 0 (0 = no decomposition)");
   lo.threshold = float(o.threshold);
   if (o.threads < 0) throw Error("--threads " + std::to_string(o.threads) + ": must be >= 0 (0 = all cores)");
   lo.threads = o.threads;

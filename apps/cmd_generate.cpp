@@ -36,7 +36,7 @@ int run_generate(GenerateArgs& a) {
   go.sampling.greedy = a.greedy || !sampling;
   if (!go.sampling.greedy) {
     if (!std::isfinite(a.temperature) || a.temperature < 0)
-      throw Error("--temperature " + std::to_string(a.temperature) + ": must be >= 0 (0 = greedy)");
+      throw Error("--temperature " + std::to_string(double(a.temperature)) + ": must be >= 0 (0 = greedy)");
     if (a.top_k < 0) throw Error("--top-k " + std::to_string(a.top_k) + ": must be >= 0 (0 = off)");
     if (!(a.top_p > 0 && a.top_p <= 1)) throw Error("--top-p " + std::to_string(a.top_p) + ": must be in (0, 1] (1 = off)");
     go.sampling.temperature = a.temperature;
