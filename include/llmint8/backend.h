@@ -8,7 +8,11 @@
 // Numerics (bitsandbytes' LLM.int8(), for every input dtype):
 //  * quantize_rowwise: per row m, absmax[m] = max |x| over the values with NOT(|x| >= threshold)
 //    (threshold <= 0: over all values), computed in float on the exact input values;
-//    q = round_half_even(x * (127.0f / absmax[m])) in float, clamped to [-127, 127];
+//    q = round_half_even(x * inv) with inv = 127.0f * (1.0f / absmax[m]), each step an IEEE float
+//    operation, clamped to [-127, 127]. This is bitsandbytes' PyTorch ("default") backend exactly:
+//    torch evaluates 127.0 / t as t.reciprocal() * 127, which differs from a correctly rounded
+//    127/absmax at rare exact .5 ties (bitsandbytes' CUDA kernel, with its approximate
+//    __fdividef, can differ there too); we pick the form that is reproducible on every backend;
 //    a row with absmax 0 gets scale 0 and all-zero q. With threshold > 0, every column holding any
 //    |x| >= threshold is an outlier column: outlier_cols[k] = 1 and q[:,k] = 0 in every row.
 //    NaN never counts as an outlier; a row holding NaN gets absmax NaN and q = 0, so its outputs

@@ -27,7 +27,8 @@ float quantize_row(const T* x, int64_t K, float threshold, int8_t* q, uint8_t* o
     for (int64_t k = 0; k < K; ++k) q[k] = 0;
     return has_nan ? std::numeric_limits<float>::quiet_NaN() : 0.f;
   }
-  const float inv = 127.0f / amax;
+  // Two roundings on purpose: bitsandbytes' default backend computes 127/absmax as (1/absmax)*127.
+  const float inv = 127.0f * (1.0f / amax);
   for (int64_t k = 0; k < K; ++k) {
     const float v = to_float(x[k]);
     q[k] = (decompose && std::fabs(v) >= threshold) ? int8_t(0) : quantize_value(v, inv);
