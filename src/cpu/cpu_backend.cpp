@@ -1,41 +1,165 @@
-// The CPU backend. Placeholder until the SIMD kernels land: OpenMP-parallel loops over the
-// reference's per-row functions.
+// The optimised CPU backend: blocking, threading and scratch management around the per-ISA
+// kernels of kernels.h (AVX-512 VNNI, else AVX2, else scalar, chosen at run time).
+//
+//  * quantize_rowwise: one fused pass per row (absmax + outlier marks, then quantization while
+//    the row is in cache), rows in parallel with per-thread outlier masks OR-merged afterwards,
+//    then the outlier columns are zeroed in every row.
+//  * gemm: small M (decode, M < kPackedMinM) streams every weight byte exactly once, all M rows
+//    per weight tile, parallel over N; larger M (prefill) packs 48-row x kKc weight panels into
+//    VNNI order (L1-resident) and runs an 8 x 48 vpdpbusd register tile (or, with AMX, 16 x 48
+//    TDPBUSD tiles) over all M rows.
+//  * int8_linear: quantize X (straight into the u8 GEMM operand), GEMM, and the dequantization +
+//    outlier product + bias + dtype conversion fused into the GEMM epilogue, on each N chunk while
+//    its int32 results are in cache. Nothing is cached per weight across calls.
+//
+// Integer results and absmax/outlier masks are bit-identical to src/quant/reference.cpp; float
+// results are too (the epilogue keeps the reference's operation order, outlier sums included).
+//
+// Thread safety: a CpuBackend reuses its scratch buffers across calls, so one backend object may
+// be used by one caller at a time (make one backend per calling thread otherwise).
+#include "cpu/cpu_backend.h"
+
 #include <omp.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cpu/kernels.h"
 #include "quant/host_backend.h"
 #include "quant/reference.h"
 
 namespace llmint8 {
+namespace cpu {
 namespace {
+
+// Below these M the decode path (no packing, each weight byte streamed once) is faster than
+// packing the weight panels; measured crossovers on a Sapphire Rapids core at K = N = 4096.
+constexpr int64_t kPackedMinM = 10;     // AVX-512 VNNI tiles
+constexpr int64_t kPackedMinMAmx = 6;   // AMX tiles
+constexpr int64_t kKc = 512;         // K block of a packed panel: 48 x 512 B = 24 KiB, L1-resident
+constexpr int64_t kDotChunk = 64;    // N columns per decode work item / epilogue call
+
+// A growable 64-byte aligned scratch buffer.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  Scratch(Scratch&& o) noexcept : p_(o.p_), cap_(o.cap_) { o.p_ = nullptr; o.cap_ = 0; }
+  ~Scratch() { std::free(p_); }
+  template <class T>
+  T* get(size_t n) {
+    const size_t bytes = std::max<size_t>(n * sizeof(T), 64);
+    if (bytes > cap_) {
+      std::free(p_);
+      cap_ = (bytes + 63) / 64 * 64;
+      p_ = std::aligned_alloc(64, cap_);
+      if (!p_) { cap_ = 0; throw Error("cpu backend: out of memory for " + std::to_string(bytes) + " bytes of scratch"); }
+    }
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+struct ThreadScratch {
+  Scratch c, panel, corr, wdq;
+};
+
+// Where GEMM results go: int32 C [M,N], or the dequantization epilogue of dtype yt.
+struct Output {
+  int32_t* C = nullptr;
+  EpilogueFn epi = nullptr;
+  EpiArgs args;
+  DType yt = DType::F32;
+  const int8_t* CB = nullptr;  // the weight, for the outlier columns
+  const float* SCB = nullptr;
+  int64_t K = 0;
+  const int64_t* cols = nullptr;
+};
+
+template <class T>
+void fill_wdq(const Output& o, int64_t n0, int64_t nw, float* wdq) {
+  for (int64_t t = 0; t < o.args.nc; ++t)
+    for (int64_t j = 0; j < nw; ++j) {
+      const int64_t n = n0 + j;
+      wdq[t * nw + j] =
+          to_float(from_float<T>(float(o.CB[n * o.K + o.cols[t]]) * o.SCB[n] * kInvInt8Max));
+    }
+}
+
+// Delivers rows [0, M) x columns [n0, n0+nw) of a finished int32 block c (row stride ldc).
+void finish(const Output& o, int64_t M, int64_t n0, int64_t nw, const int32_t* c, int64_t ldc,
+            Scratch& wbuf) {
+  if (o.C) {
+    for (int64_t m = 0; m < M; ++m)
+      std::memcpy(o.C + m * o.args.ldy + n0, c + m * ldc, size_t(nw) * sizeof(int32_t));
+    return;
+  }
+  float* wdq = nullptr;
+  if (o.args.nc) {
+    wdq = wbuf.get<float>(size_t(o.args.nc * nw));
+    switch (o.yt) {
+      case DType::F16: fill_wdq<f16>(o, n0, nw, wdq); break;
+      case DType::BF16: fill_wdq<bf16>(o, n0, nw, wdq); break;
+      default: fill_wdq<float>(o, n0, nw, wdq); break;
+    }
+  }
+  o.epi(o.args, 0, M, n0, nw, c, ldc, wdq);
+}
 
 class CpuBackend final : public HostBackend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_max_threads()) {}
-  std::string name() const override { return "cpu"; }
+  CpuBackend(int threads, Isa isa)
+      : threads_(threads > 0 ? threads : omp_get_max_threads()),
+        kern_(isa == Isa::Amx ? amx_kernels()
+              : isa == Isa::Avx512Vnni ? avx512_kernels()
+              : isa == Isa::Avx2 ? avx2_kernels() : scalar_kernels()),
+        thr_(size_t(threads_)) {}
+
+  std::string name() const override { return std::string("cpu-") + isa_name(kern_.isa); }
+
   void gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t* A, const int8_t* B,
                     int32_t* C) override {
-#pragma omp parallel for num_threads(threads_) schedule(static)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t m = 0; m < M; ++m) {
-        int32_t acc = 0;
-        for (int64_t k = 0; k < K; ++k) acc += int32_t(A[m * K + k]) * int32_t(B[n * K + k]);
-        C[m * N + n] = acc;
-      }
+    check_dims("gemm_s8s8s32", M, N, K);
+    if (M == 0 || N == 0) return;
+    if (!A || !B || !C) throw Error("gemm_s8s8s32: null matrix pointer");
+    const int64_t lda = round_up(K, 64);
+    uint8_t* au = a_operand(M, lda);
+    const int nt = work_threads(M * K, M);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* a = A + m * K;
+      uint8_t* d = au + m * lda;
+      for (int64_t k = 0; k < K; ++k) d[k] = uint8_t(a[k]) ^ 0x80u;
+      std::memset(d + K, 0x80, size_t(lda - K));
+    }
+    Output o;
+    o.C = C;
+    o.args.ldy = N;
+    gemm(M, N, K, au, lda, B, o);
   }
 
  protected:
 #define LLMINT8_CPU_HOOKS(T)                                                                      \
   void quantize_rowwise_t(const T* X, int64_t M, int64_t K, float th, int8_t* Q, float* amax,    \
                           uint8_t* oc) override {                                                 \
-    ref::quantize_rowwise(X, M, K, th, Q, amax, oc);                                              \
+    check_dims("quantize_rowwise", M, 1, K);                                                      \
+    if (M == 0 && oc) std::memset(oc, 0, size_t(K));                                              \
+    if (M == 0) return;                                                                           \
+    quantize(dtype_of<T>(), X, M, K, th, reinterpret_cast<uint8_t*>(Q), K, 0, amax, oc);         \
   }                                                                                               \
   void dequantize_t(int64_t M, int64_t N, const int32_t* C, const float* ax, const float* aw,     \
                     const float* bias, T* Y) override {                                           \
-    ref::dequantize(M, N, C, ax, aw, bias, Y);                                                    \
+    dequantize_impl(dtype_of<T>(), M, N, C, ax, aw, bias, Y);                                     \
   }                                                                                               \
   void int8_linear_t(const Int8Weight& W, const T* X, int64_t M, float th, const float* bias,     \
                      T* Y) override {                                                             \
-    ref::int8_linear(W, X, M, th, bias, Y);                                                       \
+    linear(W, X, M, th, bias, Y);                                                                 \
   }
   LLMINT8_CPU_HOOKS(float)
   LLMINT8_CPU_HOOKS(f16)
@@ -43,13 +167,241 @@ class CpuBackend final : public HostBackend {
 #undef LLMINT8_CPU_HOOKS
 
  private:
+  static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
+  // The u8 GEMM operand buffer [M, lda]; with AMX, rows up to a multiple of kAmxM, the extra
+  // rows holding zeros (0x80) so whole 16-row tiles can be loaded.
+  uint8_t* a_operand(int64_t M, int64_t lda) {
+    const int64_t rows = kern_.amx_micro ? round_up(M, kAmxM) : M;
+    uint8_t* au = a_u8_.get<uint8_t>(size_t(rows * lda));
+    if (rows > M) std::memset(au + M * lda, 0x80, size_t((rows - M) * lda));
+    return au;
+  }
+  static void check_dims(const char* what, int64_t M, int64_t N, int64_t K) {
+    if (M < 0 || N < 0 || K < 0)
+      throw Error(std::string(what) + ": negative dimension (M=" + std::to_string(M) +
+                  ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
+  }
+  // Threads worth waking for `work` element-operations split over `items` independent items.
+  int work_threads(int64_t work, int64_t items) const {
+    if (work < (int64_t(1) << 15)) return 1;
+    return int(std::max<int64_t>(1, std::min<int64_t>(threads_, items)));
+  }
+
+  // Rows of X (dtype t) -> q (row stride ldq, bytes = int8 XOR qxor), absmax, outlier mask.
+  void quantize(DType t, const void* X, int64_t M, int64_t K, float threshold, uint8_t* q,
+                int64_t ldq, uint8_t qxor, float* absmax, uint8_t* outlier_cols) {
+    if (!X || !q || !absmax) throw Error("quantize_rowwise: null input or output pointer");
+    const QuantRowFn qr = kern_.quant_row[dtype_index(t)];
+    const size_t es = dtype_size(t);
+    const char* xb = static_cast<const char*>(X);
+    const bool marks = threshold > 0.f && outlier_cols;
+    if (outlier_cols) std::memset(outlier_cols, 0, size_t(K));
+    const int nt = work_threads(M * K, M);
+    if (nt == 1) {
+      for (int64_t m = 0; m < M; ++m)
+        absmax[m] = qr(xb + size_t(m * K) * es, K, threshold, q + m * ldq, qxor,
+                       marks ? outlier_cols : nullptr);
+    } else {
+      uint8_t* tm = marks ? masks_.get<uint8_t>(size_t(nt * K)) : nullptr;
+#pragma omp parallel num_threads(nt)
+      {
+        uint8_t* mine = marks ? tm + omp_get_thread_num() * K : nullptr;
+        if (mine) std::memset(mine, 0, size_t(K));
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; ++m)
+          absmax[m] = qr(xb + size_t(m * K) * es, K, threshold, q + m * ldq, qxor, mine);
+        if (marks) {
+#pragma omp for schedule(static)
+          for (int64_t k = 0; k < K; ++k) {
+            uint8_t v = 0;
+            for (int i = 0; i < nt; ++i) v |= tm[i * K + k];
+            outlier_cols[k] = v;
+          }
+        }
+      }
+    }
+    if (marks) {
+      cols_ = ref::outlier_indices(outlier_cols, K);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t c : cols_) q[m * ldq + c] = qxor;
+    } else {
+      cols_.clear();
+    }
+  }
+
+  void dequantize_impl(DType t, int64_t M, int64_t N, const int32_t* C, const float* ax,
+                       const float* aw, const float* bias, void* Y) {
+    check_dims("dequantize", M, N, 1);
+    if (M == 0 || N == 0) return;
+    if (!C || !ax || !aw || !Y) throw Error("dequantize: null input or output pointer");
+    EpiArgs e;
+    e.ax = ax;
+    e.aw = aw;
+    e.bias = bias;
+    e.Y = Y;
+    e.ldy = N;
+    const EpilogueFn epi = kern_.epilogue[dtype_index(t)];
+    const int nt = work_threads(M * N, M);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t m = 0; m < M; ++m) epi(e, m, 1, 0, N, C + m * N, N, nullptr);
+  }
+
+  template <class T>
+  void linear(const Int8Weight& W, const T* X, int64_t M, float threshold, const float* bias, T* Y) {
+    const int64_t K = W.in_features, N = W.out_features;
+    check_dims("int8_linear", M, N, K);
+    if (M == 0 || N == 0) return;
+    if (!X || !Y || (K > 0 && !W.CB) || !W.SCB) throw Error("int8_linear: null weight, input or output pointer");
+    const int64_t lda = round_up(K, 64);
+    uint8_t* au = a_operand(M, lda);
+    float* ax = absmax_.get<float>(size_t(M));
+    uint8_t* mask = threshold > 0.f ? mask_.get<uint8_t>(size_t(K)) : nullptr;
+    quantize(dtype_of<T>(), X, M, K, threshold, au, lda, 0x80, ax, mask);
+    for (int64_t m = 0; m < M; ++m) std::memset(au + m * lda + K, 0x80, size_t(lda - K));
+    const int64_t nc = int64_t(cols_.size());
+    float* xo = nullptr;
+    if (nc) {
+      xo = xo_.get<float>(size_t(M * nc));
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t t = 0; t < nc; ++t) xo[m * nc + t] = to_float(X[m * K + cols_[size_t(t)]]);
+    }
+    Output o;
+    o.epi = kern_.epilogue[dtype_index(dtype_of<T>())];
+    o.args.ax = ax;
+    o.args.aw = W.SCB;
+    o.args.bias = bias;
+    o.args.Y = Y;
+    o.args.ldy = N;
+    o.args.nc = nc;
+    o.args.xo = xo;
+    o.yt = dtype_of<T>();
+    o.CB = W.CB;
+    o.SCB = W.SCB;
+    o.K = K;
+    o.cols = cols_.data();
+    gemm(M, N, K, au, lda, W.CB, o);
+  }
+
+  // C = (A - 128) B^T over A u8 [M, lda >= round_up(K, 64)], B int8 [N, K], delivered to `o`.
+  void gemm(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
+            const Output& o) {
+    const int64_t min_m = kern_.amx_micro ? kPackedMinMAmx : kPackedMinM;
+    if (kern_.pack_panel && M >= min_m && K > 0)
+      gemm_packed(M, N, K, A, lda, B, o);
+    else
+      gemm_dot(M, N, K, A, lda, B, o);
+  }
+
+  void gemm_dot(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
+                const Output& o) {
+    const int64_t nchunks = (N + kDotChunk - 1) / kDotChunk;
+    const int nt = work_threads(M * N * std::max<int64_t>(K, 1), nchunks);
+    const int dmt = kern_.dot_mt, dnt = kern_.dot_nt;
+#pragma omp parallel num_threads(nt)
+    {
+      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
+      int32_t* c = ts.c.get<int32_t>(size_t(M * kDotChunk));
+#pragma omp for schedule(static)
+      for (int64_t ch = 0; ch < nchunks; ++ch) {
+        const int64_t n0 = ch * kDotChunk, nw = std::min(kDotChunk, N - n0);
+        for (int64_t jn = 0; jn < nw; jn += dnt) {
+          const int ntile = int(std::min<int64_t>(dnt, nw - jn));
+          const int8_t* bp[8];
+          for (int j = 0; j < ntile; ++j) bp[j] = B + (n0 + jn + j) * K;
+          for (int64_t m = 0; m < M; m += dmt)
+            kern_.dot_tile(A + m * lda, lda, int(std::min<int64_t>(dmt, M - m)), bp, ntile, K,
+                           c + m * kDotChunk + jn, kDotChunk);
+        }
+        finish(o, M, n0, nw, c, kDotChunk, ts.wdq);
+      }
+    }
+  }
+
+  void gemm_packed(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
+                   const int8_t* B, const Output& o) {
+    if (kern_.amx_micro) return gemm_amx(M, N, K, A, lda, B, o);
+    const int64_t npanels = (N + kPanelN - 1) / kPanelN;
+    const int nt = work_threads(M * N * K, npanels);
+#pragma omp parallel num_threads(nt)
+    {
+      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
+      int32_t* cacc = ts.c.get<int32_t>(size_t(M * kPanelN));
+      int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
+      int32_t* corr = ts.corr.get<int32_t>(kPanelN);
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < npanels; ++p) {
+        const int64_t n0 = p * kPanelN;
+        const int nr = int(std::min<int64_t>(kPanelN, N - n0));
+        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+          const int64_t kc = std::min(kKc, K - k0);
+          kern_.pack_panel(B + n0 * K, K, nr, k0, kc, panel, corr);
+          for (int64_t m = 0; m < M; m += kMicroM)
+            kern_.micro(A + m * lda, lda, int(std::min<int64_t>(kMicroM, M - m)), k0, kc, panel,
+                        corr, cacc + m * kPanelN, k0 == 0);
+        }
+        finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
+      }
+    }
+  }
+
+  // As gemm_packed, with 16 x 48 AMX tiles; the 128 * rowsum(B) correction is summed over the
+  // K blocks and subtracted once per panel.
+  void gemm_amx(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
+                const Output& o) {
+    const int64_t npanels = (N + kPanelN - 1) / kPanelN;
+    const int64_t Mp = round_up(M, kAmxM);
+    const int nt = work_threads(M * N * K, npanels);
+#pragma omp parallel num_threads(nt)
+    {
+      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
+      int32_t* cacc = ts.c.get<int32_t>(size_t(Mp * kPanelN));
+      int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
+      int32_t* corr = ts.corr.get<int32_t>(2 * kPanelN);
+      uint32_t* total = reinterpret_cast<uint32_t*>(corr + kPanelN);
+      kern_.tile_begin();
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < npanels; ++p) {
+        const int64_t n0 = p * kPanelN;
+        const int nr = int(std::min<int64_t>(kPanelN, N - n0));
+        for (int j = 0; j < kPanelN; ++j) total[j] = 0;
+        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+          const int64_t kc = std::min(kKc, K - k0);
+          kern_.pack_panel(B + n0 * K, K, nr, k0, kc, panel, corr);
+          for (int j = 0; j < kPanelN; ++j) total[j] += uint32_t(corr[j]);
+          for (int64_t m = 0; m < Mp; m += kAmxM)
+            kern_.amx_micro(A + m * lda, lda, k0, kc, panel, cacc + m * kPanelN, k0 == 0);
+        }
+        for (int64_t m = 0; m < M; ++m) {
+          int32_t* c = cacc + m * kPanelN;
+          for (int j = 0; j < kPanelN; ++j) c[j] = int32_t(uint32_t(c[j]) - total[j]);
+        }
+        finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
+      }
+      kern_.tile_end();
+    }
+  }
+
   int threads_;
+  Kernels kern_;
+  std::vector<ThreadScratch> thr_;
+  Scratch a_u8_, absmax_, mask_, masks_, xo_;
+  std::vector<int64_t> cols_;
 };
 
 }  // namespace
 
+bool isa_supported(Isa isa) { return int(isa) <= int(detect_isa()); }
+
+std::unique_ptr<Backend> make_cpu_backend_isa(int threads, Isa isa) {
+  if (!isa_supported(isa))
+    throw Error(std::string("cpu backend: this CPU does not support the ") + isa_name(isa) + " kernels");
+  return std::make_unique<CpuBackend>(threads, isa);
+}
+
+}  // namespace cpu
+
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<CpuBackend>(threads);
+  return std::make_unique<cpu::CpuBackend>(threads, cpu::detect_isa());
 }
 
 }  // namespace llmint8
