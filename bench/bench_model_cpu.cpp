@@ -118,6 +118,13 @@ void write_synthetic_llama(const std::string& dir) {
   std::ofstream(done) << "ok\n";
 }
 
+struct Measured {
+  double prefill_tps = 0, decode_tps = 0;
+  uint64_t weight_bytes = 0, weight_bytes_16 = 0;
+  double load_s = 0;
+};
+std::map<std::string, Measured> g_results;
+
 struct Loaded {
   std::unique_ptr<Model> model;
   double load_seconds = 0;
@@ -135,6 +142,10 @@ Loaded& get_model(Precision p) {
   Loaded l;
   l.model = Model::load(bench_dir(), lo);
   l.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto& m = g_results[std::string(precision_name(p))];
+  m.weight_bytes = l.model->info().weight_bytes;
+  m.weight_bytes_16 = l.model->info().weight_bytes_16bit;
+  m.load_s = l.load_seconds;
   return cache.emplace(p, std::move(l)).first->second;
 }
 
@@ -145,12 +156,7 @@ std::vector<int32_t> prompt_ids(int n) {
   return ids;
 }
 
-struct Measured {
-  double prefill_tps = 0, decode_tps = 0;
-  uint64_t weight_bytes = 0, weight_bytes_16 = 0;
-  double load_s = 0;
-};
-std::map<std::string, Measured> g_results;
+
 
 void BM_Prefill(benchmark::State& state, Precision p) {
   Loaded& l = get_model(p);
@@ -169,11 +175,7 @@ void BM_Prefill(benchmark::State& state, Precision p) {
     benchmark::DoNotOptimize(logits.data());
   }
   state.counters["tokens_per_s"] = benchmark::Counter(double(kPrefill) * double(n) / secs);
-  auto& m = g_results[std::string(precision_name(p))];
-  m.prefill_tps = double(kPrefill) * double(n) / secs;
-  m.weight_bytes = l.model->info().weight_bytes;
-  m.weight_bytes_16 = l.model->info().weight_bytes_16bit;
-  m.load_s = l.load_seconds;
+  g_results[std::string(precision_name(p))].prefill_tps = double(kPrefill) * double(n) / secs;
 }
 
 void BM_Decode(benchmark::State& state, Precision p) {
