@@ -23,7 +23,9 @@ GenerateResult generate(Model& model, const Tokenizer& tok, std::string_view pro
   Sampler sampler(opts.sampling);  // validates the sampling options before any work
   GenerateResult r;
   const int32_t bos = model.bos_id() >= 0 ? model.bos_id() : tok.bos_id();
-  const int32_t eos = model.eos_id() >= 0 ? model.eos_id() : tok.eos_id();
+  // Either EOS ends generation: config.json's and the tokenizer's differ for some chat models.
+  const int32_t eos_model = model.eos_id(), eos_tok = tok.eos_id();
+  auto is_eos = [&](int32_t id) { return (eos_model >= 0 && id == eos_model) || (eos_tok >= 0 && id == eos_tok); };
   if (!prompt.empty()) r.prompt_ids = tok.encode(prompt, /*add_special_tokens=*/true);
   if (r.prompt_ids.empty()) {
     if (bos < 0)
@@ -57,7 +59,7 @@ GenerateResult generate(Model& model, const Tokenizer& tok, std::string_view pro
 
   for (;;) {
     r.new_ids.push_back(next);
-    if (opts.stop_at_eos && next == eos) {
+    if (opts.stop_at_eos && is_eos(next)) {
       r.stopped_at_eos = true;
       break;
     }
