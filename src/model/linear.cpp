@@ -77,6 +77,26 @@ void Linear::set(std::string name, int64_t out, int64_t in, std::vector<float>&&
   }
 }
 
+void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
+                      const std::vector<float>& scb, Backend* backend) {
+  release();
+  name_ = std::move(name);
+  out_ = out;
+  in_ = in;
+  st_ = Storage::Int8;
+  backend_ = backend;
+  wf_.clear();
+  wh_.clear();
+  const size_t n = size_t(out) * size_t(in);
+  if (cb.size() != n || scb.size() != size_t(out))
+    throw Error(name_ + ": internal error: int8 weight buffer size mismatch");
+  auto* c = static_cast<int8_t*>(backend->alloc(n));
+  auto* s = static_cast<float*>(backend->alloc(size_t(out) * sizeof(float)));
+  backend->to_device(c, cb.data(), n);
+  backend->to_device(s, scb.data(), size_t(out) * sizeof(float));
+  w8_ = Int8Weight{out, in, c, s};
+}
+
 uint64_t Linear::bytes() const {
   const uint64_t n = uint64_t(out_) * uint64_t(in_);
   uint64_t b = 0;
@@ -109,6 +129,15 @@ void Linear::row(int64_t r, float* out) const {
   }
 }
 
+void gemm_xwt(const float* X, int64_t M, int64_t K, const float* W, int64_t nb, float* Y, int64_t ldy) {
+  if (nb <= 0) return;
+  if (M == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(nb), int(K), 1.0f, W, int(K), X, 1, 0.0f, Y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, X, int(K), W,
+                int(K), 0.0f, Y, int(ldy));
+}
+
 void Linear::forward(const float* X, int64_t M, float* Y, float threshold) const {
   if (M <= 0) return;
   const int64_t N = out_, K = in_;
@@ -116,25 +145,27 @@ void Linear::forward(const float* X, int64_t M, float* Y, float threshold) const
     backend_->int8_linear(w8_, DType::F32, X, M, threshold, bias_.empty() ? nullptr : bias_.data(), Y);
     return;
   }
-  if (st_ == Storage::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, X, int(K),
-                wf_.data(), int(K), 0.0f, Y, int(N));
-  } else {
-    // Widen ~1 MiB of rows at a time (stays in cache) and multiply them in float32.
-    const int64_t rows = std::clamp<int64_t>((int64_t(1) << 18) / std::max<int64_t>(K, 1), 16, N);
-    thread_local std::vector<float> buf;
-    buf.resize(size_t(rows) * size_t(K));
-    const bool h = st_ == Storage::F16;
-    for (int64_t n0 = 0; n0 < N; n0 += rows) {
-      const int64_t nb = std::min(rows, N - n0);
-      const uint16_t* src = wh_.data() + size_t(n0) * size_t(K);
-      float* dst = buf.data();
-      const int64_t cnt = nb * K;
-#pragma omp parallel for schedule(static) if (cnt > 65536)
-      for (int64_t i = 0; i < cnt; ++i)
-        dst[i] = h ? to_float(f16{src[i]}) : to_float(bf16{src[i]});
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, X,
-                  int(K), dst, int(K), 0.0f, Y + n0, int(N));
+  // Blocks of output rows: 16-bit blocks are widened into a per-thread buffer of ~256 KiB.
+  const bool dense32 = st_ == Storage::F32;
+  const int64_t rb = dense32 ? std::max<int64_t>(16, (N + threads_ - 1) / threads_)
+                             : std::clamp<int64_t>((int64_t(1) << 16) / std::max<int64_t>(K, 1), 8, 256);
+  const int64_t blocks = (N + rb - 1) / rb;
+  const bool parallel = threads_ > 1 && blocks > 1 && M * N * K >= (int64_t(1) << 21);  // >~0.5 ms of work
+  const bool h = st_ == Storage::F16;
+#pragma omp parallel num_threads(threads_) if (parallel)
+  {
+    std::vector<float> buf(dense32 ? 0 : size_t(rb) * size_t(K));
+#pragma omp for schedule(static)
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+      const int64_t n0 = bi * rb, nb = std::min(rb, N - n0);
+      const float* w = wf_.data() + size_t(n0) * size_t(K);
+      if (!dense32) {
+        const uint16_t* src = wh_.data() + size_t(n0) * size_t(K);
+        const int64_t cnt = nb * K;
+        for (int64_t i = 0; i < cnt; ++i) buf[size_t(i)] = h ? to_float(f16{src[i]}) : to_float(bf16{src[i]});
+        w = buf.data();
+      }
+      gemm_xwt(X, M, K, w, nb, Y + n0, N);
     }
   }
   if (!bias_.empty()) {

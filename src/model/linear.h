@@ -1,10 +1,15 @@
 // A weight matrix W [out, in] as the model holds it, with an optional float32 bias:
 //  * Int8: LLM.int8() CB/SCB in backend memory; forward = backend->int8_linear (the
 //    mixed-precision decomposition with the model's threshold).
-//  * F32: dense float32; forward = OpenBLAS sgemm.
+//  * F32: dense float32; forward = OpenBLAS sgemm/sgemv.
 //  * F16 / BF16: dense 16-bit storage; forward widens blocks of rows to float32 and multiplies
-//    them with sgemm (products and sums in float32, like a float32 matmul of the 16-bit weights).
+//    them with sgemm/sgemv (products and sums in float32, like a float32 matmul of the 16-bit
+//    weights).
 // Activations are float32 in every case. Embedding tables use the same class (row()).
+// Threading: the output features are split over `threads` OpenMP threads, each calling OpenBLAS
+// on its block; the model sets OpenBLAS itself to one thread, so that one thread pool (OpenMP's)
+// runs everything -- OpenBLAS's own pthreads spinning against OpenMP's made 16-bit decoding
+// ~50x slower on a shared 2-core machine.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -30,7 +35,11 @@ class Linear {
   // quantized by backend->quantize_rowwise with threshold 0 (CB = q, SCB = absmax).
   void set(std::string name, int64_t out, int64_t in, std::vector<float>&& w, Storage st,
            Backend* backend);
+  // Takes an already quantized weight (a bitsandbytes 8-bit checkpoint): CB [out, in], SCB [out].
+  void set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
+                const std::vector<float>& scb, Backend* backend);
   void set_bias(std::vector<float>&& b) { bias_ = std::move(b); }
+  void set_threads(int t) { threads_ = t > 0 ? t : 1; }
 
   // Y [M, out] = X [M, in] * W^T + bias. `threshold` is the int8 outlier threshold.
   void forward(const float* X, int64_t M, float* Y, float threshold) const;
@@ -55,7 +64,12 @@ class Linear {
   std::vector<float> wf_;
   std::vector<uint16_t> wh_;  // f16 or bf16 bits
   std::vector<float> bias_;
+  int threads_ = 1;
 };
+
+// Y[m, n] (row stride ldy) = sum_k X[m, k] W[n, k] for W [nb, K] float32: one OpenBLAS call
+// (sgemv when M == 1) in the calling thread.
+void gemm_xwt(const float* X, int64_t M, int64_t K, const float* W, int64_t nb, float* Y, int64_t ldy);
 
 // GELU (erf), tanh-approximated GELU, SiLU, ReLU, quick GELU on n values in place.
 enum class Act { SiLU, GELU, GELUTanh, ReLU, QuickGELU };

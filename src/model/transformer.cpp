@@ -161,6 +161,7 @@ class TransformerModel final : public Model {
   int64_t max_context() const override { return c_.max_positions; }
   int32_t bos_id() const override { return c_.bos_id; }
   int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
+  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
     if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
     if (max_tokens == 0) max_tokens = c_.max_positions;
@@ -172,12 +173,20 @@ class TransformerModel final : public Model {
 
   void run(TransformerSession& s, std::span<const int32_t> tokens, std::vector<float>* logits,
            bool all_logits);
+  const Linear* find_linear(const std::string& module) const {
+    if (lm_head_ && lm_head_->name() == module) return lm_head_;
+    for (const Layer& L : layers_)
+      for (const Linear* x : {&L.q, &L.k, &L.v, &L.qkv, &L.o, &L.gate, &L.up, &L.down})
+        if (x->name() == module) return x;
+    return nullptr;
+  }
 
  private:
   // Loading.
   std::string tname(const std::string& n) const;  // strips base_prefix when the checkpoint lacks it
   std::vector<float> read(const std::string& name, const std::vector<int64_t>& shape, DType* dtype);
   Storage float_storage(DType ckpt) const;
+  std::vector<float> read_small(const std::string& name, int64_t n);
   void load_linear(Linear& L, const std::string& module, int64_t out, int64_t in, bool bias,
                    bool allow_int8);
   void load_norm(Norm& n, const std::string& prefix);
@@ -240,11 +249,54 @@ Storage TransformerModel::float_storage(DType ckpt) const {
   return ckpt == DType::F16 ? Storage::F16 : ckpt == DType::BF16 ? Storage::BF16 : Storage::F32;
 }
 
+// Norm weights and biases: kept in float32, holding the values of the precision's type, as
+// transformers' model.to(dtype) rounds every parameter (under Int8: the checkpoint's own type).
+std::vector<float> TransformerModel::read_small(const std::string& name, int64_t n) {
+  DType dt = DType::F32;
+  std::vector<float> v = read(name, {n}, &dt);
+  const Storage st = float_storage(dt);
+  if (st == Storage::F16)
+    for (float& x : v) x = to_float(to_f16(x));
+  else if (st == Storage::BF16)
+    for (float& x : v) x = to_float(to_bf16(x));
+  return v;
+}
+
 void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t out, int64_t in,
                                    bool bias, bool allow_int8) {
+  bool int8 = allow_int8 && opts_.precision == Precision::Int8;
+  for (const auto& e : opts_.skip_modules)
+    if (module_matches(module, e)) int8 = false;
+
   DType dt = DType::F32;
   std::vector<float> w;
-  if (s_.conv1d) {
+  std::vector<int8_t> cb;  // a checkpoint saved by bitsandbytes (load_in_8bit): CB I8 + SCB
+  std::vector<float> scb;
+  const bool prequantized = ckpt_->find(tname(module + ".SCB")) != nullptr;
+  if (prequantized) {
+    const io::TensorInfo& t = ckpt_->get(tname(module + ".weight"), {out, in});
+    const std::string where = (t.file ? *t.file : ckpt_->dir()) + ": tensor '" + t.name + "'";
+    if (s_.conv1d) throw Error(where + ": 8-bit Conv1D checkpoints are not supported");
+    if (t.dtype != DType::I8)
+      throw Error(where + " has dtype " + std::string(dtype_name(t.dtype)) + ", expected I8 next to its SCB");
+    if (const io::TensorInfo* f = ckpt_->find(tname(module + ".weight_format"))) {
+      // bitsandbytes' serialized format code: 0 = plain row-major, the only layout written on save.
+      if (f->nbytes != 1 || f->dtype != DType::U8 || f->data[0] != 0)
+        throw Error((f->file ? *f->file : ckpt_->dir()) + ": tensor '" + f->name +
+                    "': only weight_format 0 (row-major int8) is supported");
+      info_.checkpoint_bytes += f->nbytes;
+    }
+    cb.assign(reinterpret_cast<const int8_t*>(t.data), reinterpret_cast<const int8_t*>(t.data) + t.nbytes);
+    ckpt_->release_pages(t);
+    info_.parameters += t.numel();
+    info_.checkpoint_bytes += t.nbytes;
+    info_.weight_bytes_16bit += uint64_t(t.numel()) * 2;
+    bytes_done_ += t.nbytes;
+    scb = read(module + ".SCB", {out}, nullptr);
+    info_.parameters -= out;  // SCB is quantization state, not a parameter
+    info_.weight_bytes_16bit -= uint64_t(out) * 2;
+    dt = DType::F16;  // what bitsandbytes dequantizes into
+  } else if (s_.conv1d) {
     // Conv1D keeps [in, out]: transpose to the [out, in] layout of Y = X W^T.
     std::vector<float> t = read(module + ".weight", {in, out}, &dt);
     w.resize(t.size());
@@ -254,40 +306,59 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     w = read(module + ".weight", {out, in}, &dt);
   }
   std::vector<float> b;
-  if (bias) b = read(module + ".bias", {out}, nullptr);
+  if (bias) b = read_small(module + ".bias", out);
 
   const bool per_head = &L != &lm_head_own_ && s_.qkv == QkvLayout::FusedPerHead &&
                         module.size() >= s_.qkv_fused.size() &&
                         module.compare(module.size() - s_.qkv_fused.size(), s_.qkv_fused.size(), s_.qkv_fused) == 0;
   if (per_head) {
     // [heads, 3, head_dim] rows -> [3, heads, head_dim], so the output reads q | k | v.
-    // Quantization is per row, so permuting rows before quantizing changes nothing else.
+    // Quantization is per row, so permuting rows before or after quantizing is the same.
     const int64_t H = c_.num_heads, D = c_.head_dim;
-    std::vector<float> pw(w.size()), pb(b.size());
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t s = 0; s < 3; ++s)
-        for (int64_t d = 0; d < D; ++d) {
-          const int64_t src = (h * 3 + s) * D + d, dst = (s * H + h) * D + d;
-          std::memcpy(&pw[size_t(dst * in)], &w[size_t(src * in)], size_t(in) * sizeof(float));
-          if (!b.empty()) pb[size_t(dst)] = b[size_t(src)];
-        }
-    w.swap(pw);
-    b.swap(pb);
+    auto permute = [&](auto& v, int64_t row) {
+      if (v.empty()) return;
+      std::remove_reference_t<decltype(v)> p(v.size());
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t s = 0; s < 3; ++s)
+          for (int64_t d = 0; d < D; ++d) {
+            const int64_t src = (h * 3 + s) * D + d, dst = (s * H + h) * D + d;
+            std::copy_n(&v[size_t(src * row)], row, &p[size_t(dst * row)]);
+          }
+      v.swap(p);
+    };
+    permute(w, in);
+    permute(cb, in);
+    permute(scb, 1);
+    permute(b, 1);
   }
 
-  bool int8 = allow_int8 && opts_.precision == Precision::Int8;
-  for (const auto& e : opts_.skip_modules)
-    if (module_matches(module, e)) int8 = false;
-  L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
+  if (prequantized && int8) {
+    L.set_int8(module, out, in, cb, scb, backend_.get());
+  } else {
+    if (prequantized) {
+      // Floating point requested: the dequantized weight CB * SCB / 127.
+      w.resize(cb.size());
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t k = 0; k < in; ++k)
+          w[size_t(o * in + k)] = float(cb[size_t(o * in + k)]) * scb[size_t(o)] * kInvInt8Max;
+      std::vector<int8_t>().swap(cb);
+    }
+    if (int8) {
+      // bitsandbytes quantizes the fp16-cast weight whatever the checkpoint's dtype.
+      for (float& x : w) x = to_float(to_f16(x));
+    }
+    L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
+  }
   if (bias) L.set_bias(std::move(b));
+  L.set_threads(threads_);
   (int8 ? info_.quantized_modules : info_.float_modules).push_back(module);
   info_.weight_bytes += L.bytes();
 }
 
 void TransformerModel::load_norm(Norm& n, const std::string& prefix) {
   const int64_t H = c_.hidden_size;
-  n.w = read(prefix + ".weight", {H}, nullptr);
-  if (s_.norm == NormKind::LayerNorm) n.b = read(prefix + ".bias", {H}, nullptr);
+  n.w = read_small(prefix + ".weight", H);
+  if (s_.norm == NormKind::LayerNorm) n.b = read_small(prefix + ".bias", H);
   info_.weight_bytes += (n.w.size() + n.b.size()) * 4;
 }
 
@@ -300,7 +371,9 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
     throw Error("threshold must be a finite number >= 0, got " + std::to_string(opts_.threshold));
   if (opts_.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(opts_.threads));
   threads_ = opts_.threads > 0 ? opts_.threads : omp_get_max_threads();
-  if (opts_.threads > 0) openblas_set_num_threads(opts_.threads);
+  // OpenMP threads call OpenBLAS on their own blocks (src/model/linear.h): OpenBLAS's own
+  // threads would only compete with them.
+  openblas_set_num_threads(1);
   backend_ = make_cpu_backend(threads_);
   act_ = parse_act(c_.activation);
 
@@ -318,6 +391,7 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
     DType dt;
     std::vector<float> e = read(s_.embed, {V, H}, &dt);
     embed_.set(tname(s_.embed), V, H, std::move(e), float_storage(dt), nullptr);
+    embed_.set_threads(threads_);
     info_.weight_bytes += embed_.bytes();
   }
   if (!s_.pos_embed.empty()) {
@@ -458,42 +532,76 @@ void TransformerModel::attention(int64_t l, TransformerSession& s, const float* 
   const int64_t group = NH / NKV, window = c_.sliding_window;
   std::vector<float> ctx(size_t(M * qd));
   const bool alibi = s_.pos == PosKind::ALiBi;
-  // Causal softmax attention of query m (position p0 + m) of head h over keys 0..p0+m
-  // (the last `window` of them under a sliding window), in float32.
-#pragma omp parallel num_threads(threads_) if (NH * M * T > 4096)
-  {
-    std::vector<float> sc(static_cast<size_t>(T));
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t h = 0; h < NH; ++h)
-      for (int64_t m = 0; m < M; ++m) {
-        const int64_t i = p0 + m, kvh = h / group;
-        const int64_t j0 = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
-        const float* qv = &q[size_t(m * qd + h * D)];
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = j0; j <= i; ++j) {
-          const float* kv = &Kc[size_t(j * kvd + kvh * D)];
-          float dot = 0.f;
-          for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
-          float v = dot * scale;
-          if (alibi) v += slopes_[size_t(h)] * float(j);
-          sc[size_t(j)] = v;
-          mx = std::max(mx, v);
+  // Scores of query position i over keys j0..i (raw dot products in sc[j]) -> probabilities:
+  // softmax(dot * scale [+ slope * j for ALiBi]) in float32, the sum accumulated in double.
+  auto softmax_row = [&](float* sc, int64_t j0, int64_t i, int64_t h) {
+    const float slope = alibi ? slopes_[size_t(h)] : 0.f;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = j0; j <= i; ++j) {
+      float v = sc[j] * scale;
+      if (alibi) v += slope * float(j);
+      sc[j] = v;
+      mx = std::max(mx, v);
+    }
+    double sum = 0;
+    for (int64_t j = j0; j <= i; ++j) {
+      const float e = std::exp(sc[j] - mx);
+      sc[j] = e;
+      sum += e;
+    }
+    const float inv = float(1.0 / sum);
+    for (int64_t j = j0; j <= i; ++j) sc[j] *= inv;
+  };
+  auto first_key = [&](int64_t i) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; };
+
+  if (M >= 8) {
+    // Prefill: per head, S = Q K^T and ctx = P V through sgemm (heads spread over the threads);
+    // masked entries get probability 0.
+#pragma omp parallel num_threads(threads_) if (NH > 1 && NH * M * T * D > (int64_t(1) << 22))
+    {
+      std::vector<float> S(size_t(M * T));
+#pragma omp for schedule(static)
+      for (int64_t h = 0; h < NH; ++h) {
+        const int64_t kvh = h / group;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(T), int(D), 1.0f,
+                    &q[size_t(h * D)], int(qd), &Kc[size_t(kvh * D)], int(kvd), 0.0f, S.data(), int(T));
+        for (int64_t m = 0; m < M; ++m) {
+          float* row = &S[size_t(m * T)];
+          const int64_t i = p0 + m, j0 = first_key(i);
+          softmax_row(row, j0, i, h);
+          std::fill(row, row + j0, 0.f);
+          std::fill(row + i + 1, row + T, 0.f);
         }
-        double sum = 0;
-        for (int64_t j = j0; j <= i; ++j) {
-          const float e = std::exp(sc[size_t(j)] - mx);
-          sc[size_t(j)] = e;
-          sum += e;
-        }
-        const float inv = float(1.0 / sum);
-        float* o = &ctx[size_t(m * qd + h * D)];
-        std::fill(o, o + D, 0.f);
-        for (int64_t j = j0; j <= i; ++j) {
-          const float p = sc[size_t(j)] * inv;
-          const float* vv = &Vc[size_t(j * kvd + kvh * D)];
-          for (int64_t d = 0; d < D; ++d) o[d] += p * vv[d];
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(D), int(T), 1.0f, S.data(),
+                    int(T), &Vc[size_t(kvh * D)], int(kvd), 0.0f, &ctx[size_t(h * D)], int(qd));
       }
+    }
+  } else {
+    // Decode: a few queries over the cache, one (head, query) pair per task.
+#pragma omp parallel num_threads(threads_) if (NH * M * T > 16384)
+    {
+      std::vector<float> sc(static_cast<size_t>(T));
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t h = 0; h < NH; ++h)
+        for (int64_t m = 0; m < M; ++m) {
+          const int64_t i = p0 + m, kvh = h / group, j0 = first_key(i);
+          const float* qv = &q[size_t(m * qd + h * D)];
+          for (int64_t j = j0; j <= i; ++j) {
+            const float* kv = &Kc[size_t(j * kvd + kvh * D)];
+            float dot = 0.f;
+            for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
+            sc[size_t(j)] = dot;
+          }
+          softmax_row(sc.data(), j0, i, h);
+          float* o = &ctx[size_t(m * qd + h * D)];
+          std::fill(o, o + D, 0.f);
+          for (int64_t j = j0; j <= i; ++j) {
+            const float pj = sc[size_t(j)];
+            const float* vv = &Vc[size_t(j * kvd + kvh * D)];
+            for (int64_t d = 0; d < D; ++d) o[d] += pj * vv[d];
+          }
+        }
+    }
   }
   L.o.forward(ctx.data(), M, out, th);
 }
@@ -590,6 +698,12 @@ void TransformerModel::run(TransformerSession& s, std::span<const int32_t> token
 }
 
 }  // namespace
+
+const Int8Weight* find_int8_weight(const Model& m, const std::string& module) {
+  const auto* t = dynamic_cast<const TransformerModel*>(&m);
+  const Linear* L = t ? t->find_linear(module) : nullptr;
+  return L && L->storage() == Storage::Int8 ? &L->int8() : nullptr;
+}
 
 std::unique_ptr<Model> load_transformer(const std::string& dir, const LoadOptions& opts) {
   return std::make_unique<TransformerModel>(dir, opts);

@@ -5,6 +5,9 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "llmint8/backend.h"
 
 #include "llmint8/model.h"
 #include "model/arch.h"
@@ -23,6 +26,10 @@ bool module_matches(const std::string& name, const std::string& entry);
 std::vector<float> rope_inv_freq(const ModelConfig& c);
 // BLOOM's ALiBi slopes per head (non power-of-2 head counts interleave a second geometric series).
 std::vector<float> alibi_slopes(int64_t heads);
+
+// The int8 weight of Linear `module` of a loaded model (tests, tools); null when that Linear is
+// not held in int8 or does not exist.
+const Int8Weight* find_int8_weight(const Model& m, const std::string& module);
 
 // Current and peak resident set size of this process in bytes (from /proc/self/status).
 uint64_t peak_rss_bytes();
