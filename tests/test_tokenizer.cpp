@@ -2,8 +2,10 @@
 // SentencePiece, hand-computed small cases, and malformed inputs.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -126,6 +128,9 @@ TEST(TokenizerReference, Gpt2SpecialIdsAndDecode) {
   EXPECT_EQ(tok->bos_id(), 50256);
   EXPECT_EQ(tok->eos_id(), 50256);
   EXPECT_EQ(tok->id_to_token(50256), "<|endoftext|>");
+  EXPECT_EQ(tok->token_to_id("<|endoftext|>"), 50256);
+  EXPECT_EQ(tok->token_to_id("\xC4\xA0the"), 262);  // "Ġthe"
+  EXPECT_EQ(tok->token_to_id("no such token"), -1);
   // GPT-2 adds nothing, with or without add_special_tokens.
   EXPECT_EQ(tok->encode("Hello world"), (Ids{15496, 995}));
   EXPECT_EQ(tok->encode("Hello world", false), (Ids{15496, 995}));
@@ -162,6 +167,9 @@ TEST(TokenizerSentencePiece, Llama2HelloWorld) {
   EXPECT_EQ(tok->encode("Hello world", false), (Ids{15043, 3186}));
   EXPECT_EQ(tok->decode(ids, true), "Hello world");
   EXPECT_EQ(tok->id_to_token(15043), "\xE2\x96\x81Hello");
+  EXPECT_EQ(tok->token_to_id("\xE2\x96\x81Hello"), 15043);
+  EXPECT_EQ(tok->token_to_id("<unk>"), 0);
+  EXPECT_EQ(tok->token_to_id("no such piece"), -1);
 }
 
 TEST(TokenizerSentencePiece, Stories260KModelAgreesWithTokenizerJson) {
@@ -432,4 +440,115 @@ TEST(TokenizerErrors, InvalidUtf8Input) {
   TempDir d;
   auto tok = load_json(d, small_llama_json());
   expect_error([&] { tok->encode("a\xFF" "b"); }, "UTF-8");
+}
+
+// ---- family-shaped fixtures made by tools/make_tokenizer_fixtures.py -------------------------
+// Small tokenizer.json files in the shapes of Qwen2, Llama-3 (ignore_merges), BLOOM, GPT-NeoX
+// (NFC, add_prefix_space), OPT, Llama (Prepend/Replace), Mistral (Metaspace "first") and a
+// Metaspace-split + Digits + NFKC/Lowercase one, each with the ids and decodes that Hugging Face
+// `tokenizers` gave for random stress texts.
+
+TEST(TokenizerFamilies, MatchHuggingFaceOnStressTexts) {
+  const char* env = std::getenv("LLMINT8_TOKENIZER_FIXTURES");
+  const std::string dir = env ? env : std::string(LLMINT8_SOURCE_DIR) + "/tests/data/tokenizers";
+  if (!fs::exists(dir + "/cases.json")) GTEST_SKIP() << "no fixtures at " << dir;
+  const json cases = read_json(dir + "/cases.json");
+  ASSERT_GE(cases.size(), 8u);
+  for (const auto& [name, entries] : cases.items()) {
+    auto tok = Tokenizer::load(dir + "/" + name);
+    int bad = 0;
+    for (const json& e : entries) {
+      const std::string text = e.at("text").get<std::string>();
+      const Ids ids = e.at("ids").get<Ids>();
+      const Ids got = tok->encode(text);
+      const Ids got_ns = tok->encode(text, false);
+      const std::string skip = tok->decode(ids, true), keep = tok->decode(ids, false);
+      // The generator leaves out fields equal to another one.
+      const Ids want_ns = e.contains("ids_no_special") ? e["ids_no_special"].get<Ids>() : ids;
+      const std::string want_skip = e.at("decode_skip").get<std::string>();
+      const std::string want_keep = e.contains("decode_keep") ? e["decode_keep"].get<std::string>() : want_skip;
+      const bool ok = got == ids && got_ns == want_ns && skip == want_skip && keep == want_keep;
+      if (!ok && bad++ < 3) {
+        ADD_FAILURE() << name << " text " << json(text).dump() << "\n encode: " << first_diff(got, ids)
+                      << "\n no-special: " << first_diff(got_ns, want_ns)
+                      << "\n decode(skip): " << json(skip).dump() << " vs " << json(want_skip).dump()
+                      << "\n decode(keep): " << json(keep).dump() << " vs " << json(want_keep).dump();
+      }
+    }
+    EXPECT_EQ(bad, 0) << name << ": " << bad << " of " << entries.size() << " texts differ";
+  }
+}
+
+TEST(TokenizerErrors, FallsBackToTokenizerModelWhenJsonDoesNotLoad) {
+  REQUIRE_SHARED(kShared + "/models/stories260K/tokenizer.model");
+  TempDir d;
+  json j = small_llama_json();
+  j["model"] = {{"type", "Unigram"}, {"vocab", json::array()}};
+  write_file(d.path() / "tokenizer.json", j.dump());
+  const std::string model = read_bytes(kShared + "/models/stories260K/tokenizer.model");
+  write_file(d.path() / "tokenizer.model", model);
+  auto tok = Tokenizer::load(d.str());
+  auto ref = Tokenizer::load(kShared + "/models/stories260K");
+  EXPECT_EQ(tok->encode("Once upon a time"), ref->encode("Once upon a time"));
+  // Neither loads: both problems are named.
+  write_file(d.path() / "tokenizer.model", model.substr(0, model.size() / 3));
+  expect_error([&] { Tokenizer::load(d.str()); }, "unsupported tokenizer model type 'Unigram'");
+  expect_error([&] { Tokenizer::load(d.str()); }, (d.path() / "tokenizer.model").string());
+}
+
+TEST(TokenizerSentencePiece, Stories260KModelAgreesWithTokenizerJsonOnWikiText) {
+  const std::string wiki = kShared + "/data/wikitext-2/wiki.test.raw";
+  REQUIRE_SHARED(wiki);
+  REQUIRE_SHARED(kShared + "/models/stories260K/tokenizer.model");
+  const std::string dir = kShared + "/models/stories260K";
+  auto sp = llmint8::io::load_sentencepiece_model(dir + "/tokenizer.model", dir);
+  auto hf = Tokenizer::load(dir);
+  const std::string text = read_bytes(wiki);
+  // Line by line (as evaluation code feeds it) and one large chunk.
+  // Cut at line ends so no UTF-8 sequence is split.
+  std::istringstream lines(text.substr(0, text.rfind('\n', 300000)));
+  std::string line;
+  int n = 0, bad = 0;
+  while (std::getline(lines, line)) {
+    ++n;
+    if (sp->encode(line) != hf->encode(line) && bad++ < 3) ADD_FAILURE() << "line " << n << ": " << line;
+  }
+  EXPECT_EQ(bad, 0);
+  const std::string chunk = text.substr(0, text.rfind('\n', 200000));
+  const Ids a = sp->encode(chunk), b = hf->encode(chunk);
+  EXPECT_EQ(a, b) << first_diff(a, b);
+  EXPECT_EQ(hf->decode(b), chunk);
+}
+
+// Every leaf of a valid tokenizer.json replaced by values of the wrong type or range: loading
+// either works or throws Error (never another exception, never a crash), and a loaded tokenizer
+// encodes and decodes without failing.
+TEST(TokenizerErrors, MutatedFieldsGiveErrorOrWork) {
+  TempDir d;
+  const json base = small_llama_json();
+  const json flat = base.flatten();
+  const json replacements[] = {nullptr, json(-1), json(int64_t{1} << 40), json("x"), json::array(),
+                               json::object(), json(true)};
+  int loaded = 0, rejected = 0;
+  for (const auto& [pointer, value] : flat.items()) {
+    for (const json& r : replacements) {
+      json j = base;
+      j[json::json_pointer(pointer)] = r;
+      std::unique_ptr<Tokenizer> tok;
+      try {
+        tok = load_json(d, j);
+      } catch (const Error& e) {
+        ++rejected;
+        EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos) << e.what();
+        continue;
+      }
+      ++loaded;
+      const Ids ids = tok->encode("ab <mask> c\xE2\x82\xAC [w] x<sep>y");
+      (void)tok->decode(ids, true);
+      (void)tok->decode(ids, false);
+      (void)tok->id_to_token(tok->vocab_size());
+    }
+  }
+  EXPECT_GT(loaded, 0);
+  EXPECT_GT(rejected, 0);
 }

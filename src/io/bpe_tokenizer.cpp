@@ -807,6 +807,7 @@ class HfBpeTokenizer final : public Tokenizer {
   std::string id_to_token(int32_t id) const override {
     return id >= 0 && id < vocab_size() ? id_to_token_[static_cast<size_t>(id)] : std::string();
   }
+  int32_t token_to_id(std::string_view token) const override { return token_id(std::string(token)); }
 
  private:
   // Cuts the matches of `m` out of each non-added piece, honouring single_word/lstrip/rstrip.
@@ -1003,13 +1004,13 @@ HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& file, const std
   decoder_ = parse_decoder(j.value("decoder", json()), file);
   const auto lookup = [this](const std::string& s) { return token_id(s); };
   post_processor_ = parse_post_processor(j.value("post_processor", json()), file, lookup);
-  for (int32_t id : [&] {
-         std::vector<int32_t> v;
-         if (post_processor_) post_processor_->apply(v);
-         return v;
-       }())
-    if (id >= vocab_size())
-      throw Error(file + ": post_processor adds id " + std::to_string(id) + " outside the vocabulary");
+  if (post_processor_) {  // the ids a template adds must exist
+    std::vector<int32_t> added_ids;
+    post_processor_->apply(added_ids);
+    for (int32_t id : added_ids)
+      if (id >= vocab_size())
+        throw Error(file + ": post_processor adds id " + std::to_string(id) + " outside the vocabulary");
+  }
 
   // Added tokens: `normalized` ones are matched in normalized text, so their pattern is the
   // normalized content.

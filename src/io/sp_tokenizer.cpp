@@ -30,10 +30,7 @@ class SentencePieceTokenizer final : public Tokenizer {
       add_bos_ = flag("add_bos_token", true);
       add_eos_ = flag("add_eos_token", false);
     }
-    const auto lookup = [this](const std::string& s) {
-      const int id = sp_.PieceToId(s);
-      return id == sp_.unk_id() && s != sp_.IdToPiece(id) ? -1 : static_cast<int32_t>(id);
-    };
+    const auto lookup = [this](const std::string& s) { return token_to_id(s); };
     const SpecialIds ids = resolve_special_ids(dir, vocab_size(), lookup, {sp_.bos_id(), sp_.eos_id()});
     bos_ = ids.bos;
     eos_ = ids.eos;
@@ -82,6 +79,11 @@ class SentencePieceTokenizer final : public Tokenizer {
   int32_t eos_id() const override { return eos_; }
   std::string id_to_token(int32_t id) const override {
     return id >= 0 && id < vocab_size() ? sp_.IdToPiece(id) : std::string();
+  }
+  int32_t token_to_id(std::string_view token) const override {
+    // PieceToId answers unk_id for an unknown piece; only the unk piece itself maps there.
+    const int id = sp_.PieceToId(token);
+    return id == sp_.unk_id() && token != sp_.IdToPiece(id) ? -1 : static_cast<int32_t>(id);
   }
 
  private:

@@ -1,4 +1,5 @@
 // Tokenizer::load and the helpers shared by the tokenizer.json and tokenizer.model back ends.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,10 +16,32 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
   if (!fs::is_directory(dir, ec))
     throw Error("tokenizer: '" + dir + "' is not a directory");
   const std::string json_path = (fs::path(dir) / "tokenizer.json").string();
-  if (fs::exists(json_path, ec)) return io::load_hf_tokenizer_json(json_path, dir);
   const std::string model_path = (fs::path(dir) / "tokenizer.model").string();
-  if (fs::exists(model_path, ec)) return io::load_sentencepiece_model(model_path, dir);
+  const bool has_model = fs::exists(model_path, ec);
+  if (fs::exists(json_path, ec)) {
+    try {
+      return io::load_hf_tokenizer_json(json_path, dir);
+    } catch (const Error& json_error) {
+      if (!has_model) throw;
+      // E.g. a Unigram tokenizer.json beside its SentencePiece model: the model describes the
+      // same tokenizer, so use it, but say why.
+      try {
+        auto tok = io::load_sentencepiece_model(model_path, dir);
+        std::fprintf(stderr, "llmint8: warning: %s; using %s instead\n", json_error.what(), model_path.c_str());
+        return tok;
+      } catch (const Error& model_error) {
+        throw Error(std::string(json_error.what()) + "; and " + model_error.what());
+      }
+    }
+  }
+  if (has_model) return io::load_sentencepiece_model(model_path, dir);
   throw Error("tokenizer: '" + dir + "' has neither tokenizer.json nor tokenizer.model");
+}
+
+int32_t Tokenizer::token_to_id(std::string_view token) const {
+  for (int32_t id = 0; id < vocab_size(); ++id)
+    if (id_to_token(id) == token) return id;
+  return -1;
 }
 
 namespace io {

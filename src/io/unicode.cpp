@@ -125,13 +125,14 @@ bool is_numeric(char32_t c) {
 }
 
 bool is_word_char(char32_t c) {
-  if (c == '_') return true;
-  const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  switch (cat) {
+  // Rust regex's Unicode \w: Alphabetic, marks, decimal digits, connector punctuation ('_'),
+  // Join_Control. Alphabetic is approximated by letters, letter numbers and the circled letters.
+  if (c == 0x200C || c == 0x200D || (c >= 0x24B6 && c <= 0x24E9)) return true;
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
     case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
       return true;
     default:
       return false;
@@ -170,6 +171,10 @@ std::string lowercase(std::string_view s) {
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
     const char32_t c = next_code_point(s, i);
+    if (c == 0x130) {  // the one unconditional one-to-many lowercase mapping: I-dot -> i + U+0307
+      out += "i\xCC\x87";
+      continue;
+    }
     append_utf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
   }
   return out;
@@ -279,6 +284,8 @@ Regex::~Regex() = default;
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const {
   std::vector<std::pair<size_t, size_t>> out;
+  // Checked once here so that every match below can skip PCRE2's own (per-call) check.
+  if (!is_valid_utf8(s)) throw Error("tokenizer: regex '" + pattern_ + "' applied to invalid UTF-8");
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
   if (!md) throw Error("tokenizer: out of memory for a regex match");
   const auto subject = reinterpret_cast<PCRE2_SPTR>(s.data());

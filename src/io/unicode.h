@@ -27,7 +27,8 @@ std::string lossy_utf8(std::string_view bytes);
 
 // Rust's char::is_whitespace (the Unicode White_Space property).
 bool is_whitespace(char32_t c);
-// Letters, numbers and '_' (the \w of the added-token single_word check).
+// The Unicode \w of Rust's regex crate (letters, marks, digits, '_'), as the added-token
+// single_word check uses it.
 bool is_word_char(char32_t c);
 // Unicode general category N* (Rust's char::is_numeric).
 bool is_numeric(char32_t c);
