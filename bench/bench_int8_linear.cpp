@@ -1,26 +1,30 @@
 // The full LLM.int8() linear on the CPU backend (quantize X with outlier detection, int8 GEMM,
 // dequantization, outlier product; fp32 in and out) against OpenBLAS fp32 cblas_sgemm on the
-// same shapes and thread count.
+// same shapes and thread count; and the bare int8 GEMM against oneDNN's s8 matmul when oneDNN is
+// available (libdnnl).
 //
 // Shapes: M in {1, 8, 128, 1024} tokens x (K, N) in {(4096,4096), (4096,14336), (14336,4096)}
 // (Llama/Mistral-7B attention and MLP projections). X holds ~0.1% outlier columns (|x| >= 6).
-// Each int8 benchmark reports `x_fp32` = (sgemm time) / (int8 time) for its shape, against the
-// fastest repetition of the sgemm benchmark of the same shape, which runs just before it. With oneDNN available (libdnnl),
-// the bare int8 GEMM is also compared with oneDNN's s8 matmul (`x_ours`).
 //
-// Threads: LLMINT8_BENCH_THREADS (default: all OpenMP threads) for both libraries.
-// Run e.g.: bench_int8_linear --benchmark_min_time=0.3
+// Every iteration runs the candidate and its baseline back to back and times each: the reported
+// time is the candidate's, and the counters are
+//   int8_linear:  x_fp32   = sgemm time / int8_linear time (> 1: int8 faster), fp32_ms
+//   gemm_s8s8s32: x_onednn = oneDNN time / our gemm time   (> 1: ours faster),  onednn_ms
+// Interleaving makes the ratios robust to the load drifting on a shared machine.
+//
+// Threads: LLMINT8_BENCH_THREADS (default: all OpenMP threads) for all libraries.
+// Run e.g.: bench_int8_linear --benchmark_min_time=0.2 --benchmark_repetitions=3
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <map>
 #include <memory>
-#include <tuple>
+#include <string>
 #include <vector>
 
 #include "llmint8/backend.h"
@@ -38,6 +42,11 @@ int bench_threads() {
   return omp_get_max_threads();
 }
 
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
 // Cheap deterministic pseudo-normal numbers (sum of 4 uniforms): generating hundreds of MB must
 // not dominate the benchmark's run time.
 struct Rng {
@@ -52,11 +61,11 @@ struct Rng {
 struct Problem {
   int64_t M, K, N;
   std::vector<float> X, W, Y;
-  std::vector<int8_t> CB;
+  std::vector<int8_t> CB, Xq;  // Xq: int8 activations for the bare GEMM comparison
   std::vector<float> SCB;
 };
 
-// One problem at a time, reused by the sgemm and int8 benchmarks of that shape.
+// One problem at a time, reused by all benchmarks of that shape.
 Problem& problem(int64_t M, int64_t K, int64_t N) {
   static std::unique_ptr<Problem> p;
   if (p && p->M == M && p->K == K && p->N == N) return *p;
@@ -65,8 +74,8 @@ Problem& problem(int64_t M, int64_t K, int64_t N) {
   p->M = M; p->K = K; p->N = N;
   Rng rng{uint64_t(M * 1315423911 + K * 2654435761 + N)};
   p->X.resize(size_t(M * K));
-  for (auto& v : p->X) v = rng.normal();  // |x| < 6 always (sum of 4 uniforms)
-  // ~0.1% outlier columns, each with a few large values.
+  for (auto& v : p->X) v = rng.normal();  // |x| < 3.5 always (sum of 4 uniforms)
+  // ~0.1% outlier columns, each with large values in every third row.
   const int64_t n_out = std::max<int64_t>(1, K / 1000);
   for (int64_t i = 0; i < n_out; ++i) {
     const int64_t col = (i * 7919 + 13) % K;
@@ -78,65 +87,47 @@ Problem& problem(int64_t M, int64_t K, int64_t N) {
   p->SCB.resize(size_t(N));
   auto be = make_cpu_backend(bench_threads());
   be->quantize_rowwise(DType::F32, p->W.data(), N, K, 0.f, p->CB.data(), p->SCB.data(), nullptr);
+  p->Xq.resize(p->X.size());
+  std::vector<float> ax(static_cast<size_t>(M));
+  be->quantize_rowwise(DType::F32, p->X.data(), M, K, 0.f, p->Xq.data(), ax.data(), nullptr);
   p->Y.resize(size_t(M * N));
   return *p;
 }
 
-// Fastest seconds per iteration seen for each shape (over repetitions): the baseline side of the
-// ratios is its best run, which keeps the ratios conservative on a noisy shared machine.
-using ShapeTimes = std::map<std::tuple<int64_t, int64_t, int64_t>, double>;
-ShapeTimes g_sgemm_seconds;
-void keep_min(ShapeTimes& t, std::tuple<int64_t, int64_t, int64_t> k, double s) {
-  auto [it, fresh] = t.emplace(k, s);
-  if (!fresh && s < it->second) it->second = s;
-}
-
-void BM_Sgemm(benchmark::State& st) {
-  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
-  Problem& p = problem(M, K, N);
-  openblas_set_num_threads(bench_threads());
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, p.X.data(),
-                int(K), p.W.data(), int(K), 0.0f, p.Y.data(), int(N));
-    benchmark::DoNotOptimize(p.Y.data());
-  }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                   double(st.iterations());
-  keep_min(g_sgemm_seconds, {M, K, N}, s);
-  st.counters["GFLOPS"] = benchmark::Counter(2.0 * double(M * N * K) * double(st.iterations()),
-                                             benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-}
-
-ShapeTimes g_gemm_seconds;
-
-// The bare int8 GEMM (s8 x s8 -> s32) of the CPU backend, for the comparison with oneDNN.
-void BM_GemmS8(benchmark::State& st) {
+void BM_Int8Linear(benchmark::State& st) {
   const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
   Problem& p = problem(M, K, N);
   auto be = make_cpu_backend(bench_threads());
-  std::vector<int8_t> A(size_t(M * K));
-  for (size_t i = 0; i < A.size(); ++i) A[i] = int8_t(int(p.X[i] * 20.f));
-  std::vector<int32_t> C(size_t(M * N));
-  const auto t0 = std::chrono::steady_clock::now();
+  openblas_set_num_threads(bench_threads());
+  const Int8Weight W{N, K, p.CB.data(), p.SCB.data()};
+  double t_int8 = 0, t_fp32 = 0;
   for (auto _ : st) {
-    be->gemm_s8s8s32(M, N, K, A.data(), p.CB.data(), C.data());
-    benchmark::DoNotOptimize(C.data());
+    const auto t0 = Clock::now();
+    be->int8_linear(W, DType::F32, p.X.data(), M, 6.0f, nullptr, p.Y.data());
+    benchmark::ClobberMemory();
+    const auto t1 = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, p.X.data(),
+                int(K), p.W.data(), int(K), 0.0f, p.Y.data(), int(N));
+    benchmark::ClobberMemory();
+    const auto t2 = Clock::now();
+    st.SetIterationTime(seconds(t0, t1));
+    t_int8 += seconds(t0, t1);
+    t_fp32 += seconds(t1, t2);
   }
-  keep_min(g_gemm_seconds, {M, K, N},
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(st.iterations()));
-  st.counters["GOPS"] = benchmark::Counter(2.0 * double(M * N * K) * double(st.iterations()),
-                                           benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  st.counters["x_fp32"] = t_fp32 / t_int8;
+  st.counters["fp32_ms"] = 1e3 * t_fp32 / double(st.iterations());
+  st.counters["GOPS"] = 2e-9 * double(M * N * K) * double(st.iterations()) / t_int8;
   st.SetLabel(be->name());
 }
 
 #ifdef LLMINT8_HAVE_DNNL
-// oneDNN's int8 matmul on the same operands: src s8 [M,K], weights s8 [K,N] stored as our [N,K]
-// ("ba"), dst s32. oneDNN 2.x has no per-row (per-token) output scale for matmul, so only the
-// bare GEMM is comparable. Reports x_ours = (oneDNN time) / (gemm_s8s8s32 time).
-void BM_OnednnS8(benchmark::State& st) {
+// Our gemm_s8s8s32 against oneDNN's int8 matmul on the same operands: src s8 [M,K], weights s8
+// [K,N] stored as our [N,K] ("ba"), dst s32. (oneDNN 2.x matmul has no per-row output scale, so
+// the vector-wise dequantization of LLM.int8() is not expressible there: only the GEMM compares.)
+void BM_GemmS8(benchmark::State& st) {
   const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
   Problem& p = problem(M, K, N);
+  auto be = make_cpu_backend(bench_threads());
   omp_set_num_threads(bench_threads());
   using namespace dnnl;
   using dt = memory::data_type;
@@ -146,62 +137,45 @@ void BM_OnednnS8(benchmark::State& st) {
   const memory::desc b_md({K, N}, dt::s8, memory::format_tag::ba);
   const memory::desc c_md({M, N}, dt::s32, memory::format_tag::ab);
   const matmul prim(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), eng));
-  std::vector<int8_t> A(size_t(M * K));
-  for (size_t i = 0; i < A.size(); ++i) A[i] = int8_t(int(p.X[i] * 20.f));
-  std::vector<int32_t> C(size_t(M * N));
-  memory a(a_md, eng, A.data()), b(b_md, eng, p.CB.data()), c(c_md, eng, C.data());
-  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> C(size_t(M * N)), Cd(size_t(M * N));
+  memory a(a_md, eng, p.Xq.data()), b(b_md, eng, p.CB.data()), c(c_md, eng, Cd.data());
+  double t_ours = 0, t_dnnl = 0;
   for (auto _ : st) {
+    const auto t0 = Clock::now();
+    be->gemm_s8s8s32(M, N, K, p.Xq.data(), p.CB.data(), C.data());
+    benchmark::ClobberMemory();
+    const auto t1 = Clock::now();
     prim.execute(strm, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
     strm.wait();
-    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+    const auto t2 = Clock::now();
+    st.SetIterationTime(seconds(t0, t1));
+    t_ours += seconds(t0, t1);
+    t_dnnl += seconds(t1, t2);
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                   double(st.iterations());
-  st.counters["GOPS"] = benchmark::Counter(2.0 * double(M * N * K) * double(st.iterations()),
-                                           benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  const auto it = g_gemm_seconds.find({M, K, N});
-  if (it != g_gemm_seconds.end()) st.counters["x_ours"] = s / it->second;
+  if (C != Cd) st.SkipWithError("oneDNN and gemm_s8s8s32 disagree");
+  st.counters["x_onednn"] = t_dnnl / t_ours;
+  st.counters["onednn_ms"] = 1e3 * t_dnnl / double(st.iterations());
+  st.counters["GOPS"] = 2e-9 * double(M * N * K) * double(st.iterations()) / t_ours;
   const dnnl_version_t* v = version();
-  st.SetLabel("oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-              std::to_string(v->patch));
+  st.SetLabel(be->name() + " vs oneDNN " + std::to_string(v->major) + "." +
+              std::to_string(v->minor) + "." + std::to_string(v->patch));
 }
 #endif
 
-void BM_Int8Linear(benchmark::State& st) {
-  const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
-  Problem& p = problem(M, K, N);
-  auto be = make_cpu_backend(bench_threads());
-  const Int8Weight W{N, K, p.CB.data(), p.SCB.data()};
-  const auto t0 = std::chrono::steady_clock::now();
-  for (auto _ : st) {
-    be->int8_linear(W, DType::F32, p.X.data(), M, 6.0f, nullptr, p.Y.data());
-    benchmark::DoNotOptimize(p.Y.data());
-  }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                   double(st.iterations());
-  st.counters["GOPS"] = benchmark::Counter(2.0 * double(M * N * K) * double(st.iterations()),
-                                           benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  const auto it = g_sgemm_seconds.find({M, K, N});
-  if (it != g_sgemm_seconds.end()) st.counters["x_fp32"] = it->second / s;
-  st.SetLabel(be->name());
-}
+double stat_min(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
+double stat_max(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 
-
-// Pairs: sgemm then int8 for each shape, so the int8 run can report the ratio.
 void register_all() {
-  std::vector<std::vector<int64_t>> all;
   for (int64_t M : {1, 8, 128, 1024})
     for (auto [K, N] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 14336}, {14336, 4096}}) {
-      benchmark::RegisterBenchmark("sgemm_fp32", BM_Sgemm)->Args({M, K, N})->ArgNames({"M", "K", "N"})
-          ->UseRealTime()->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("int8_linear", BM_Int8Linear)->Args({M, K, N})->ArgNames({"M", "K", "N"})
-          ->UseRealTime()->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark("gemm_s8s8s32", BM_GemmS8)->Args({M, K, N})->ArgNames({"M", "K", "N"})
-          ->UseRealTime()->Unit(benchmark::kMillisecond);
+          ->UseManualTime()->Unit(benchmark::kMillisecond)
+          ->ComputeStatistics("min", stat_min)->ComputeStatistics("max", stat_max);
 #ifdef LLMINT8_HAVE_DNNL
-      benchmark::RegisterBenchmark("onednn_s8s8s32", BM_OnednnS8)->Args({M, K, N})->ArgNames({"M", "K", "N"})
-          ->UseRealTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("gemm_s8s8s32", BM_GemmS8)->Args({M, K, N})->ArgNames({"M", "K", "N"})
+          ->UseManualTime()->Unit(benchmark::kMillisecond)
+          ->ComputeStatistics("min", stat_min)->ComputeStatistics("max", stat_max);
 #endif
     }
 }

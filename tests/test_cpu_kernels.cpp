@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -238,9 +240,34 @@ TEST_P(CpuKernels, BadArgumentsThrow) {
 INSTANTIATE_TEST_SUITE_P(Tiers, CpuKernels, ::testing::ValuesIn(tiers()),
                          [](const auto& info) { return std::string(cpu::isa_name(info.param)); });
 
+// Sets an environment variable for one scope, restoring the old value afterwards.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) { had_ = true; old_ = old; }
+    if (value) setenv(name, value, 1); else unsetenv(name);
+  }
+  ~ScopedEnv() { if (had_) setenv(name_, old_.c_str(), 1); else unsetenv(name_); }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
 TEST(CpuBackend, DefaultPicksBestTier) {
+  ScopedEnv env("LLMINT8_CPU_ISA", nullptr);
   auto be = make_cpu_backend(1);
   EXPECT_EQ(be->name(), std::string("cpu-") + cpu::isa_name(cpu::detect_isa()));
+}
+
+TEST(CpuBackend, EnvironmentPinsTier) {
+  {
+    ScopedEnv env("LLMINT8_CPU_ISA", "scalar");
+    EXPECT_EQ(make_cpu_backend(1)->name(), "cpu-scalar");
+  }
+  ScopedEnv env("LLMINT8_CPU_ISA", "avx9000");
+  EXPECT_THROW(make_cpu_backend(1), Error);
 }
 
 }  // namespace

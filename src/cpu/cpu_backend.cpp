@@ -5,15 +5,21 @@
 //    the row is in cache), rows in parallel with per-thread outlier masks OR-merged afterwards,
 //    then the outlier columns are zeroed in every row.
 //  * gemm: small M (decode, M < kPackedMinM) streams every weight byte exactly once, all M rows
-//    per weight tile, parallel over N; larger M (prefill) packs 48-row x kKc weight panels into
-//    VNNI order (L1-resident) and runs an 8 x 48 vpdpbusd register tile (or, with AMX, 16 x 48
-//    TDPBUSD tiles) over all M rows.
+//    per weight tile, parallel over N. Larger M (prefill), AVX-512 VNNI: 48-row x kKc weight
+//    panels packed into VNNI order (L1-resident) under an 8 x 48 vpdpbusd register tile over all
+//    M rows. With AMX (from M = kPackedMinMAmx): the activations are packed once into VNNI tiles
+//    and TDPBSSD computes C^T tiles straight from the weight rows (see gemm_amx).
 //  * int8_linear: quantize X (straight into the u8 GEMM operand), GEMM, and the dequantization +
 //    outlier product + bias + dtype conversion fused into the GEMM epilogue, on each N chunk while
 //    its int32 results are in cache. Nothing is cached per weight across calls.
 //
 // Integer results and absmax/outlier masks are bit-identical to src/quant/reference.cpp; float
 // results are too (the epilogue keeps the reference's operation order, outlier sums included).
+// gemm_s8s8s32 is exact for every int8 input, -128 included, while the true result fits in int32
+// (always for K < 131072; the quantizer never emits -128, so K < 133,000 as the contract says).
+//
+// Work is handed out dynamically (panels, N chunks, rows): on a shared machine a descheduled
+// thread then delays a call by its current item only, not by its whole static share.
 //
 // Thread safety: a CpuBackend reuses its scratch buffers across calls, so one backend object may
 // be used by one caller at a time (make one backend per calling thread otherwise).
@@ -36,8 +42,8 @@ namespace {
 
 // Below these M the decode path (no packing, each weight byte streamed once) is faster than
 // packing the weight panels; measured crossovers on a Sapphire Rapids core at K = N = 4096.
-constexpr int64_t kPackedMinM = 10;     // AVX-512 VNNI tiles
-constexpr int64_t kPackedMinMAmx = 6;   // AMX tiles
+constexpr int64_t kPackedMinM = 6;      // AVX-512 VNNI tiles
+constexpr int64_t kPackedMinMAmx = 4;   // AMX tiles
 constexpr int64_t kKc = 512;         // K block of a packed panel: 48 x 512 B = 24 KiB, L1-resident
 constexpr int64_t kDotChunk = 64;    // N columns per decode work item / epilogue call
 
@@ -168,14 +174,8 @@ class CpuBackend final : public HostBackend {
 
  private:
   static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
-  // The u8 GEMM operand buffer [M, lda]; with AMX, rows up to a multiple of kAmxM, the extra
-  // rows holding zeros (0x80) so whole 16-row tiles can be loaded.
-  uint8_t* a_operand(int64_t M, int64_t lda) {
-    const int64_t rows = kern_.amx_micro ? round_up(M, kAmxM) : M;
-    uint8_t* au = a_u8_.get<uint8_t>(size_t(rows * lda));
-    if (rows > M) std::memset(au + M * lda, 0x80, size_t((rows - M) * lda));
-    return au;
-  }
+  // The u8 GEMM operand buffer [M, lda].
+  uint8_t* a_operand(int64_t M, int64_t lda) { return a_u8_.get<uint8_t>(size_t(M * lda)); }
   static void check_dims(const char* what, int64_t M, int64_t N, int64_t K) {
     if (M < 0 || N < 0 || K < 0)
       throw Error(std::string(what) + ": negative dimension (M=" + std::to_string(M) +
@@ -207,7 +207,7 @@ class CpuBackend final : public HostBackend {
       {
         uint8_t* mine = marks ? tm + omp_get_thread_num() * K : nullptr;
         if (mine) std::memset(mine, 0, size_t(K));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t m = 0; m < M; ++m)
           absmax[m] = qr(xb + size_t(m * K) * es, K, threshold, q + m * ldq, qxor, mine);
         if (marks) {
@@ -285,8 +285,9 @@ class CpuBackend final : public HostBackend {
   // C = (A - 128) B^T over A u8 [M, lda >= round_up(K, 64)], B int8 [N, K], delivered to `o`.
   void gemm(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
             const Output& o) {
-    const int64_t min_m = kern_.amx_micro ? kPackedMinMAmx : kPackedMinM;
-    if (kern_.pack_panel && M >= min_m && K > 0)
+    if (kern_.amx_block && M >= kPackedMinMAmx && K > 0)
+      gemm_amx(M, N, K, A, lda, B, o);
+    else if (kern_.pack_panel && M >= kPackedMinM && K > 0)
       gemm_packed(M, N, K, A, lda, B, o);
     else
       gemm_dot(M, N, K, A, lda, B, o);
@@ -301,7 +302,7 @@ class CpuBackend final : public HostBackend {
     {
       ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
       int32_t* c = ts.c.get<int32_t>(size_t(M * kDotChunk));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
       for (int64_t ch = 0; ch < nchunks; ++ch) {
         const int64_t n0 = ch * kDotChunk, nw = std::min(kDotChunk, N - n0);
         for (int64_t jn = 0; jn < nw; jn += dnt) {
@@ -319,7 +320,6 @@ class CpuBackend final : public HostBackend {
 
   void gemm_packed(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
                    const int8_t* B, const Output& o) {
-    if (kern_.amx_micro) return gemm_amx(M, N, K, A, lda, B, o);
     const int64_t npanels = (N + kPanelN - 1) / kPanelN;
     const int nt = work_threads(M * N * K, npanels);
 #pragma omp parallel num_threads(nt)
@@ -328,7 +328,7 @@ class CpuBackend final : public HostBackend {
       int32_t* cacc = ts.c.get<int32_t>(size_t(M * kPanelN));
       int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
       int32_t* corr = ts.corr.get<int32_t>(kPanelN);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
       for (int64_t p = 0; p < npanels; ++p) {
         const int64_t n0 = p * kPanelN;
         const int nr = int(std::min<int64_t>(kPanelN, N - n0));
@@ -344,38 +344,56 @@ class CpuBackend final : public HostBackend {
     }
   }
 
-  // As gemm_packed, with 16 x 48 AMX tiles; the 128 * rowsum(B) correction is summed over the
-  // K blocks and subtracted once per panel.
+  // AMX: C^T tiles of 32 weight rows x 16-row chunks of packed activations. Work items are
+  // super-blocks of `sb` weight rows (<= ~1 MiB, kept in L2 while every activation chunk pair
+  // passes over them), parallel; each item's int32 results are transposed into `cacc` and
+  // delivered while in cache. With one chunk pair (M <= 32) interior blocks read the weight rows
+  // in place, 64 bytes at a time past K (the packed activations are zero there); otherwise, and
+  // for blocks at the end of B, the rows are first copied into tile order (zero-padded), which
+  // turns 32 rows 4 KiB apart into sequential tile loads.
   void gemm_amx(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
                 const Output& o) {
-    const int64_t npanels = (N + kPanelN - 1) / kPanelN;
-    const int64_t Mp = round_up(M, kAmxM);
-    const int nt = work_threads(M * N * K, npanels);
+    const int64_t kp = lda, steps = kp / 64, nmc = (M + kAmxM - 1) / kAmxM;
+    const int64_t sb = std::clamp<int64_t>((int64_t(1) << 20) / kp / kAmxN * kAmxN, kAmxN, 4 * kAmxN);
+    const int64_t nitems = (N + sb - 1) / sb;
+    int8_t* xp = xpack_.get<int8_t>(size_t(nmc * kAmxM * kp));
+    const int nt = work_threads(M * N * K, nitems);
 #pragma omp parallel num_threads(nt)
     {
-      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
-      int32_t* cacc = ts.c.get<int32_t>(size_t(Mp * kPanelN));
-      int8_t* panel = ts.panel.get<int8_t>(size_t(panel_bytes(kKc)));
-      int32_t* corr = ts.corr.get<int32_t>(2 * kPanelN);
-      uint32_t* total = reinterpret_cast<uint32_t*>(corr + kPanelN);
-      kern_.tile_begin();
 #pragma omp for schedule(static)
-      for (int64_t p = 0; p < npanels; ++p) {
-        const int64_t n0 = p * kPanelN;
-        const int nr = int(std::min<int64_t>(kPanelN, N - n0));
-        for (int j = 0; j < kPanelN; ++j) total[j] = 0;
-        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-          const int64_t kc = std::min(kKc, K - k0);
-          kern_.pack_panel(B + n0 * K, K, nr, k0, kc, panel, corr);
-          for (int j = 0; j < kPanelN; ++j) total[j] += uint32_t(corr[j]);
-          for (int64_t m = 0; m < Mp; m += kAmxM)
-            kern_.amx_micro(A + m * lda, lda, k0, kc, panel, cacc + m * kPanelN, k0 == 0);
+      for (int64_t c = 0; c < nmc; ++c)
+        kern_.amx_pack_act(A + c * kAmxM * lda, lda, int(std::min<int64_t>(kAmxM, M - c * kAmxM)),
+                           kp, xp + c * kAmxM * kp);
+      ThreadScratch& ts = thr_[size_t(omp_get_thread_num())];
+      int32_t* cacc = ts.c.get<int32_t>(size_t(M * sb));
+      int32_t* ct = ts.corr.get<int32_t>(4 * 256);
+      kern_.tile_begin();
+#pragma omp for schedule(dynamic)
+      for (int64_t it = 0; it < nitems; ++it) {
+        const int64_t n0 = it * sb, nw = std::min(sb, N - n0), nblk = (nw + kAmxN - 1) / kAmxN;
+        const bool in_place = nmc <= 2 && n0 + nblk * kAmxN <= N &&
+                              (n0 + nblk * kAmxN - 1) * K + kp <= N * K;
+        const int8_t* w = B + n0 * K;
+        if (!in_place) {
+          int8_t* pw = ts.panel.get<int8_t>(size_t(nblk * steps * 2048));
+          kern_.amx_pack_w(B + n0 * K, K, K, nw, kp, nblk, pw);
+          w = pw;
         }
-        for (int64_t m = 0; m < M; ++m) {
-          int32_t* c = cacc + m * kPanelN;
-          for (int j = 0; j < kPanelN; ++j) c[j] = int32_t(uint32_t(c[j]) - total[j]);
+        for (int64_t c = 0; c < nmc; c += 2) {
+          const bool two = c + 1 < nmc;
+          const int mrows[2] = {int(std::min<int64_t>(kAmxM, M - c * kAmxM)),
+                                two ? int(std::min<int64_t>(kAmxM, M - (c + 1) * kAmxM)) : 0};
+          for (int64_t b = 0; b < nblk; ++b) {
+            if (in_place)
+              kern_.amx_block(w + b * kAmxN * K, K, 64, xp + c * kAmxM * kp,
+                              two ? xp + (c + 1) * kAmxM * kp : nullptr, steps, ct);
+            else
+              kern_.amx_block(w + b * steps * 2048, 64, 2048, xp + c * kAmxM * kp,
+                              two ? xp + (c + 1) * kAmxM * kp : nullptr, steps, ct);
+            kern_.amx_unpack(ct, two ? 2 : 1, mrows, cacc + c * kAmxM * sb + b * kAmxN, sb);
+          }
         }
-        finish(o, M, n0, nr, cacc, kPanelN, ts.wdq);
+        finish(o, M, n0, nw, cacc, sb, ts.wdq);
       }
       kern_.tile_end();
     }
@@ -384,7 +402,7 @@ class CpuBackend final : public HostBackend {
   int threads_;
   Kernels kern_;
   std::vector<ThreadScratch> thr_;
-  Scratch a_u8_, absmax_, mask_, masks_, xo_;
+  Scratch a_u8_, absmax_, mask_, masks_, xo_, xpack_;
   std::vector<int64_t> cols_;
 };
 
@@ -401,6 +419,13 @@ std::unique_ptr<Backend> make_cpu_backend_isa(int threads, Isa isa) {
 }  // namespace cpu
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  // LLMINT8_CPU_ISA=scalar|avx2|avx512vnni|amx pins a lower tier (benchmarks, debugging).
+  if (const char* want = std::getenv("LLMINT8_CPU_ISA"); want && *want) {
+    for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512Vnni, cpu::Isa::Amx})
+      if (std::string(want) == cpu::isa_name(isa)) return cpu::make_cpu_backend_isa(threads, isa);
+    throw Error(std::string("LLMINT8_CPU_ISA: unknown kernel tier '") + want +
+                "' (expected scalar, avx2, avx512vnni or amx)");
+  }
   return std::make_unique<cpu::CpuBackend>(threads, cpu::detect_isa());
 }
 

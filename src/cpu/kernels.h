@@ -57,13 +57,20 @@ using PackPanelFn = void (*)(const int8_t* B, int64_t ldb, int nr, int64_t k0, i
 // first: overwrite, else accumulate. A rows must be readable up to k0 + round_up(kc, 4).
 using MicroFn = void (*)(const uint8_t* A, int64_t lda, int mr, int64_t k0, int64_t kc,
                          const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first);
-// AMX tier: cacc[i*kPanelN + j] (+)= sum_{k in block} A[i][k] * B[j][k] for 16 rows (A as u8,
-// no correction: the driver subtracts the summed corr once per panel). A rows must be readable
-// up to k0 + round_up(kc, 64); the driver pads M to a multiple of kAmxM. The calling thread must
-// have run tile_begin() (and runs tile_end() when done).
-inline constexpr int kAmxM = 16;
-using AmxMicroFn = void (*)(const uint8_t* A, int64_t lda, int64_t k0, int64_t kc,
-                            const int8_t* panel, int32_t* cacc, bool first);
+// AMX tier (kernels_amx.cpp): C^T tiles from unpacked weight rows and packed activations.
+// amx_pack_act: 16 u8 activation rows (int8 + 128) -> s8 VNNI tiles [kp/4][16][4] (rows >= `rows`
+// zero). amx_pack_w: weight rows -> 32-row blocks in tile order [blk][step][32][64] (zero past K
+// and the rows). amx_block: 32 weight rows (row r of step s at W + s*step_bytes + r*ldw) x one or
+// two packed 16-row activation chunks -> ct [2 m-chunks][2 n-tiles][16 n][16 m]. amx_unpack:
+// ct -> c[m][n] (32 columns, mrows[b] rows of chunk b). Callers run tile_begin() on the thread
+// first and tile_end() when done.
+inline constexpr int kAmxM = 16, kAmxN = 32;
+using AmxPackFn = void (*)(const uint8_t* A, int64_t lda, int rows, int64_t kp, int8_t* out);
+using AmxPackWFn = void (*)(const int8_t* B, int64_t ldb, int64_t K, int64_t rows, int64_t kp,
+                            int64_t nblk, int8_t* out);
+using AmxBlockFn = void (*)(const int8_t* W, int64_t ldw, int64_t step_bytes, const int8_t* x0,
+                            const int8_t* x1, int64_t steps, int32_t* ct);
+using AmxUnpackFn = void (*)(const int32_t* ct, int nb, const int* mrows, int32_t* c, int64_t ldc);
 
 struct Kernels {
   Isa isa = Isa::Scalar;
@@ -73,7 +80,10 @@ struct Kernels {
   int dot_mt = 1, dot_nt = 1;
   PackPanelFn pack_panel = nullptr;  // null: no packed path
   MicroFn micro = nullptr;
-  AmxMicroFn amx_micro = nullptr;  // non-null: the packed path uses AMX tiles
+  AmxPackFn amx_pack_act = nullptr;  // non-null: AMX path for M >= kPackedMinMAmx
+  AmxPackWFn amx_pack_w = nullptr;
+  AmxBlockFn amx_block = nullptr;
+  AmxUnpackFn amx_unpack = nullptr;
   void (*tile_begin)() = nullptr;
   void (*tile_end)() = nullptr;
 };

@@ -16,14 +16,13 @@
 #include <limits>
 
 #include "cpu/kernels.h"
+#include "cpu/simd_avx512.h"
 #include "llmint8/backend.h"
 
 // The float epilogue must not be contracted into FMAs: it reproduces the reference's separately
 // rounded multiplies and adds bit for bit.
 #pragma GCC optimize("fp-contract=off")
 
-#define LLMINT8_AVX512 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")))
 
 namespace llmint8::cpu {
 namespace {
@@ -163,42 +162,57 @@ LLMINT8_AVX512 inline __m512i reduce16(const __m512i* v) {
 constexpr int kDotN = 4;
 
 // Streams each weight row once for MT activation rows: acc[i][j] += (a_i+128) . b_j per 64 k,
-// rs[j] += 1 . b_j, then C = acc - 128 * rs after the horizontal reductions.
+// rs[j] += 1 . b_j, then C = acc - 128 * rs after the horizontal reductions. Named accumulators
+// (not arrays) so that GCC 12 keeps them all in registers.
 template <int MT>
 LLMINT8_AVX512 void dot_tile_t(const uint8_t* A, int64_t lda, const int8_t* const* B, int nt,
                                int64_t K, int32_t* c, int64_t ldc) {
-  const int8_t* b[kDotN];
-  for (int j = 0; j < kDotN; ++j) b[j] = B[j < nt ? j : nt - 1];  // pad by repeating a row
-  __m512i acc[MT][kDotN], rs[kDotN];
-  for (int j = 0; j < kDotN; ++j) {
-    rs[j] = _mm512_setzero_si512();
-    for (int i = 0; i < MT; ++i) acc[i][j] = _mm512_setzero_si512();
+  static_assert(MT >= 1 && MT <= 4 && kDotN == 4);
+  const int8_t* b0 = B[0];
+  const int8_t* b1 = B[nt > 1 ? 1 : nt - 1];  // pad by repeating a row
+  const int8_t* b2 = B[nt > 2 ? 2 : nt - 1];
+  const int8_t* b3 = B[nt > 3 ? 3 : nt - 1];
+  const uint8_t* a0 = A;
+  const uint8_t* a1 = A + (MT > 1 ? 1 : 0) * lda;
+  const uint8_t* a2 = A + (MT > 2 ? 2 : 0) * lda;
+  const uint8_t* a3 = A + (MT > 3 ? 3 : 0) * lda;
+  const __m512i z = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+  __m512i r0 = z, r1 = z, r2 = z, r3 = z;
+  __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+  __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+#define LLMINT8_DOT_ROW(i, LOAD)                                                               \
+  if constexpr (MT > i) {                                                                      \
+    const __m512i av = LOAD(a##i);                                                             \
+    c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, w0);                                            \
+    c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, w1);                                            \
+    c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, w2);                                            \
+    c##i##3 = _mm512_dpbusd_epi32(c##i##3, av, w3);                                            \
   }
-  const __m512i ones = _mm512_set1_epi8(1);
+#define LLMINT8_DOT_STEP(LOAD)                                                                 \
+  {                                                                                            \
+    const __m512i w0 = LOAD(b0), w1 = LOAD(b1), w2 = LOAD(b2), w3 = LOAD(b3);                  \
+    r0 = _mm512_dpbusd_epi32(r0, ones, w0);                                                    \
+    r1 = _mm512_dpbusd_epi32(r1, ones, w1);                                                    \
+    r2 = _mm512_dpbusd_epi32(r2, ones, w2);                                                    \
+    r3 = _mm512_dpbusd_epi32(r3, ones, w3);                                                    \
+    LLMINT8_DOT_ROW(0, LOAD) LLMINT8_DOT_ROW(1, LOAD) LLMINT8_DOT_ROW(2, LOAD)                 \
+    LLMINT8_DOT_ROW(3, LOAD)                                                                   \
+  }
   int64_t k = 0;
-  for (; k + 64 <= K; k += 64) {
-    __m512i bv[kDotN];
-    for (int j = 0; j < kDotN; ++j) {
-      bv[j] = _mm512_loadu_si512(b[j] + k);
-      rs[j] = _mm512_dpbusd_epi32(rs[j], ones, bv[j]);
-    }
-    for (int i = 0; i < MT; ++i) {
-      const __m512i a = _mm512_loadu_si512(A + i * lda + k);
-      for (int j = 0; j < kDotN; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
-    }
-  }
+#define LLMINT8_FULL(p) _mm512_loadu_si512((p) + k)
+  for (; k + 64 <= K; k += 64) LLMINT8_DOT_STEP(LLMINT8_FULL)
+#undef LLMINT8_FULL
   if (k < K) {
     const __mmask64 lm = tail64(K - k);
-    __m512i bv[kDotN];
-    for (int j = 0; j < kDotN; ++j) {
-      bv[j] = _mm512_maskz_loadu_epi8(lm, b[j] + k);
-      rs[j] = _mm512_dpbusd_epi32(rs[j], ones, bv[j]);
-    }
-    for (int i = 0; i < MT; ++i) {
-      const __m512i a = _mm512_maskz_loadu_epi8(lm, A + i * lda + k);
-      for (int j = 0; j < kDotN; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
-    }
+#define LLMINT8_TAIL(p) _mm512_maskz_loadu_epi8(lm, (p) + k)
+    LLMINT8_DOT_STEP(LLMINT8_TAIL)
+#undef LLMINT8_TAIL
   }
+#undef LLMINT8_DOT_STEP
+#undef LLMINT8_DOT_ROW
+  const __m512i acc[4][kDotN] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
+                                 {c20, c21, c22, c23}, {c30, c31, c32, c33}};
+  const __m512i rs[kDotN] = {r0, r1, r2, r3};
   constexpr int nv = MT * kDotN;
   __m512i v[16];
   for (int i = 0; i < MT; ++i)
@@ -207,12 +221,12 @@ LLMINT8_AVX512 void dot_tile_t(const uint8_t* A, int64_t lda, const int8_t* cons
   alignas(64) int32_t sums[32];
   if constexpr (nv + kDotN <= 16) {
     for (int j = 0; j < kDotN; ++j) v[nv + j] = rs[j];
-    for (int t = nv + kDotN; t < 16; ++t) v[t] = _mm512_setzero_si512();
+    for (int t = nv + kDotN; t < 16; ++t) v[t] = z;
     _mm512_store_si512(sums, reduce16(v));
   } else {
     _mm512_store_si512(sums, reduce16(v));
     __m512i w[16];
-    for (int j = 0; j < 16; ++j) w[j] = j < kDotN ? rs[j] : _mm512_setzero_si512();
+    for (int j = 0; j < 16; ++j) w[j] = j < kDotN ? rs[j] : z;
     _mm512_store_si512(sums + 16, reduce16(w));
   }
   for (int i = 0; i < MT; ++i)
@@ -231,32 +245,6 @@ LLMINT8_AVX512 void dot_tile(const uint8_t* A, int64_t lda, int mt, const int8_t
 }
 
 // ---- packed path (prefill) ---------------------------------------------------------------------
-// In-register 16 x 16 transpose of dwords: r[i] lane q -> r'[q] lane i.
-LLMINT8_AVX512 inline void transpose16(__m512i* r) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  // u[4i+e] lane L holds rows 4i..4i+3 at dword 4L+e.
-  for (int e = 0; e < 4; ++e) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x88);
-    const __m512i w0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xdd);
-    const __m512i v1 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x88);
-    const __m512i w1 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xdd);
-    r[e] = _mm512_shuffle_i32x4(v0, v1, 0x88);
-    r[8 + e] = _mm512_shuffle_i32x4(v0, v1, 0xdd);
-    r[4 + e] = _mm512_shuffle_i32x4(w0, w1, 0x88);
-    r[12 + e] = _mm512_shuffle_i32x4(w0, w1, 0xdd);
-  }
-}
-
 LLMINT8_AVX512 void pack_panel(const int8_t* B, int64_t ldb, int nr, int64_t k0, int64_t kc,
                                int8_t* panel, int32_t* corr) {
   const int64_t nblk = (kc + 63) / 64;
@@ -281,48 +269,55 @@ LLMINT8_AVX512 void pack_panel(const int8_t* B, int64_t ldb, int nr, int64_t k0,
   }
 }
 
-// MR x 48 register tile: per group of 4 k, 3 weight vectors (16 n x 4 k) against MR broadcast
-// activation dwords; 24 accumulators at MR = 8.
-template <int MR>
-LLMINT8_AVX512 void micro_t(const uint8_t* A, int64_t lda, int64_t k0, int64_t kc,
-                            const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first) {
-  constexpr int V = kPanelN / 16;
-  __m512i acc[MR][V], cv[V];
-  for (int v = 0; v < V; ++v) cv[v] = _mm512_loadu_si512(corr + 16 * v);
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < V; ++v)
-      acc[i][v] = _mm512_sub_epi32(first ? _mm512_setzero_si512()
-                                         : _mm512_loadu_si512(cacc + i * kPanelN + 16 * v),
-                                   cv[v]);
-  const int64_t nkq = (kc + 3) / 4;
-  const uint8_t* a = A + k0;
-  for (int64_t kq = 0; kq < nkq; ++kq) {
-    const int8_t* p = panel + kq * (kPanelN * 4);
-    __m512i bv[V];
-    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_si512(p + 64 * v);
-    for (int i = 0; i < MR; ++i) {
-      int32_t d;
-      std::memcpy(&d, a + i * lda + 4 * kq, 4);
-      const __m512i av = _mm512_set1_epi32(d);
-      for (int v = 0; v < V; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], av, bv[v]);
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < V; ++v) _mm512_storeu_si512(cacc + i * kPanelN + 16 * v, acc[i][v]);
-}
-
+// 8 x 48 register tile: per group of 4 k, 3 weight vectors (16 n x 4 k) against 8 broadcast
+// activation dwords into 24 accumulators. Named variables, not arrays: GCC 12 keeps an array of
+// 24 accumulators partly on the stack. Rows past mr repeat row mr-1 and are not stored.
 LLMINT8_AVX512 void micro(const uint8_t* A, int64_t lda, int mr, int64_t k0, int64_t kc,
                           const int8_t* panel, const int32_t* corr, int32_t* cacc, bool first) {
-  switch (mr) {
-    case 1: return micro_t<1>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 2: return micro_t<2>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 3: return micro_t<3>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 4: return micro_t<4>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 5: return micro_t<5>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 6: return micro_t<6>(A, lda, k0, kc, panel, corr, cacc, first);
-    case 7: return micro_t<7>(A, lda, k0, kc, panel, corr, cacc, first);
-    default: return micro_t<8>(A, lda, k0, kc, panel, corr, cacc, first);
+  const __m512i q0 = _mm512_loadu_si512(corr), q1 = _mm512_loadu_si512(corr + 16),
+                q2 = _mm512_loadu_si512(corr + 32);
+#define LLMINT8_ROW(i)                                                                          \
+  const uint8_t* a##i = A + (i < mr ? i : mr - 1) * lda + k0;                                   \
+  __m512i c##i##0, c##i##1, c##i##2;                                                            \
+  if (first || i >= mr) {                                                                       \
+    c##i##0 = _mm512_sub_epi32(_mm512_setzero_si512(), q0);                                     \
+    c##i##1 = _mm512_sub_epi32(_mm512_setzero_si512(), q1);                                     \
+    c##i##2 = _mm512_sub_epi32(_mm512_setzero_si512(), q2);                                     \
+  } else {                                                                                      \
+    c##i##0 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN), q0);                     \
+    c##i##1 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN + 16), q1);                \
+    c##i##2 = _mm512_sub_epi32(_mm512_loadu_si512(cacc + i * kPanelN + 32), q2);                \
   }
+  LLMINT8_ROW(0) LLMINT8_ROW(1) LLMINT8_ROW(2) LLMINT8_ROW(3)
+  LLMINT8_ROW(4) LLMINT8_ROW(5) LLMINT8_ROW(6) LLMINT8_ROW(7)
+#undef LLMINT8_ROW
+  const int64_t nkq = (kc + 3) / 4;
+  for (int64_t kq = 0; kq < nkq; ++kq) {
+    const int8_t* p = panel + kq * (kPanelN * 4);
+    const __m512i b0 = _mm512_load_si512(p), b1 = _mm512_load_si512(p + 64),
+                  b2 = _mm512_load_si512(p + 128);
+#define LLMINT8_STEP(i)                                                                         \
+    {                                                                                           \
+      int32_t d;                                                                                \
+      std::memcpy(&d, a##i + 4 * kq, 4);                                                        \
+      const __m512i av = _mm512_set1_epi32(d);                                                  \
+      c##i##0 = _mm512_dpbusd_epi32(c##i##0, av, b0);                                           \
+      c##i##1 = _mm512_dpbusd_epi32(c##i##1, av, b1);                                           \
+      c##i##2 = _mm512_dpbusd_epi32(c##i##2, av, b2);                                           \
+    }
+    LLMINT8_STEP(0) LLMINT8_STEP(1) LLMINT8_STEP(2) LLMINT8_STEP(3)
+    LLMINT8_STEP(4) LLMINT8_STEP(5) LLMINT8_STEP(6) LLMINT8_STEP(7)
+#undef LLMINT8_STEP
+  }
+#define LLMINT8_STORE(i)                                                                        \
+  if (i < mr) {                                                                                 \
+    _mm512_storeu_si512(cacc + i * kPanelN, c##i##0);                                           \
+    _mm512_storeu_si512(cacc + i * kPanelN + 16, c##i##1);                                      \
+    _mm512_storeu_si512(cacc + i * kPanelN + 32, c##i##2);                                      \
+  }
+  LLMINT8_STORE(0) LLMINT8_STORE(1) LLMINT8_STORE(2) LLMINT8_STORE(3)
+  LLMINT8_STORE(4) LLMINT8_STORE(5) LLMINT8_STORE(6) LLMINT8_STORE(7)
+#undef LLMINT8_STORE
 }
 
 }  // namespace
