@@ -21,14 +21,26 @@ struct SamplingOptions {
 };
 
 // Picks the next token from one row of logits.
+//  * greedy (or temperature <= 0): argmax, the lowest index on ties.
+//  * otherwise, in Hugging Face's order: logits / temperature, then top-k (the k largest; ties
+//    broken towards the lower index), then top-p (the smallest prefix of the descending softmax
+//    whose mass reaches p), renormalised, and one draw from a xoshiro256** stream seeded by
+//    splitmix64(seed): the same seed gives the same tokens.
+// Throws Error on an empty row, a row without any finite logit, or options out of range
+// (top_k < 0, top_p outside (0, 1], NaN temperature).
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& opts);
   int32_t sample(std::span<const float> logits);
+  // The distribution sample() draws from (after temperature, top-k, top-p), one probability per
+  // logit; zeros for the tokens filtered out. Greedy: 1 at the argmax.
+  std::vector<double> distribution(std::span<const float> logits) const;
+  // Next raw 64-bit value of the generator (exposed for tests).
+  uint64_t next_u64();
 
  private:
   SamplingOptions opts_;
-  uint64_t state_;
+  uint64_t s_[4];  // xoshiro256** state
 };
 
 struct GenerateOptions {
@@ -42,11 +54,19 @@ struct GenerateResult {
   std::vector<int32_t> new_ids;
   std::string text;  // decoded new tokens
   bool stopped_at_eos = false;
+  // prefill: the forward over the prompt and the first pick; decode: every later forward and
+  // pick (decode_steps of them: the last new token is never fed back). Text streaming excluded.
   double prefill_seconds = 0, decode_seconds = 0;
+  int64_t decode_steps = 0;
 };
 
-// An empty prompt starts from BOS alone. on_text receives each newly decodable piece of text as
-// it is produced (pieces concatenate to result.text).
+// An empty prompt starts from BOS alone; otherwise the prompt is encoded with special tokens.
+// max_new_tokens is capped so that prompt + new tokens fit the model's context; a prompt that
+// fills the context throws Error. Any EOS (Model::eos_ids() or the tokenizer's) ends generation when
+// stop_at_eos and is kept as the last new id. result.text is the continuation: the decoded
+// prompt+new ids less the decoded prompt (so a leading space of the first new word is kept).
+// on_text receives each newly decodable piece of text as it is produced, holding back text that
+// ends in an incomplete UTF-8 / byte-fallback sequence (pieces concatenate to result.text).
 GenerateResult generate(Model& model, const Tokenizer& tok, std::string_view prompt,
                         const GenerateOptions& opts,
                         const std::function<void(std::string_view)>& on_text = {});

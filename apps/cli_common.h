@@ -1,0 +1,80 @@
+// Pieces every llmint8 subcommand shares: the common options, loading, progress and JSON output.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "llmint8/model.h"
+#include "llmint8/tokenizer.h"
+
+namespace llmint8::cli {
+
+// Options every subcommand takes.
+struct CommonOptions {
+  std::string model_dir;
+  std::string precision = "int8";
+  double threshold = 6.0;
+  int threads = 0;
+  bool json = false;
+  std::vector<std::string> skip;
+  std::string device = "cpu";
+};
+
+// The default model of `generate`, relative to the current directory (the repository root in the
+// README's quick start).
+inline constexpr const char* kDefaultModelDir = "../shared/models/stories260K";
+
+// Adds -m/--model, --precision, --threshold, --threads, --json, --skip, --device to `sub`.
+// model_default: empty = -m is required.
+void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& model_default = {});
+
+// Throws Error unless dir is an existing directory.
+void check_model_dir(const std::string& dir);
+
+// Checks the values CLI11 cannot (precision, device, ...) and converts them; throws Error.
+LoadOptions load_options(const CommonOptions& o);
+
+// Loads the model with a progress bar on stderr when it is a terminal.
+std::unique_ptr<Model> load_model(const CommonOptions& o);
+// Loads the tokenizer of a model directory (only the tokenizer files are needed).
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+
+// Reads a whole file as bytes; throws Error naming it.
+std::string read_file(const std::string& path, const char* what);
+
+// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string label);
+  ~Progress();
+  void update(uint64_t done, uint64_t total);
+  void finish();
+  bool enabled() const { return enabled_; }
+
+ private:
+  std::string label_;
+  bool enabled_;
+  bool drawn_ = false;
+  int last_permille_ = -1;
+};
+
+// Prints exactly one JSON object and a newline on stdout (invalid UTF-8 replaced by U+FFFD).
+void print_json(const nlohmann::json& j);
+
+// A subcommand: its CLI11 app and what to run once it was parsed (returns the exit code).
+struct Command {
+  CLI::App* app;
+  std::function<int()> run;
+};
+
+Command register_generate(CLI::App& app);
+Command register_perplexity(CLI::App& app);
+Command register_tokenize(CLI::App& app);
+Command register_info(CLI::App& app);
+
+}  // namespace llmint8::cli
