@@ -319,3 +319,26 @@ TEST(OutlierDecomposition, PaperLikeFewOutlierDims) {
 }
 
 }  // namespace
+
+// Bulk widening (src/cpu/convert.h) equals the scalar conversion on every 16-bit pattern, at
+// lengths that leave vector remainders.
+#include "cpu/convert.h"
+TEST(Widen, F16AndBf16MatchScalarOnEveryPattern) {
+  std::vector<uint16_t> all(65536 + 13);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = uint16_t(i * 40503u);  // odd multiplier: a permutation mod 2^16
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(7), int64_t(15), int64_t(17), int64_t(all.size())}) {
+    std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+    llmint8::cpu::widen_f16(all.data(), a.data(), n);
+    llmint8::cpu::widen_bf16(all.data(), b.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const float ea = llmint8::to_float(llmint8::f16{all[size_t(i)]});
+      const float eb = llmint8::to_float(llmint8::bf16{all[size_t(i)]});
+      // NaN stays NaN (the hardware conversion quiets signalling NaNs); all else bit for bit.
+      if (std::isnan(ea))
+        ASSERT_TRUE(std::isnan(a[size_t(i)])) << "f16 " << all[size_t(i)];
+      else
+        ASSERT_EQ(llmint8::float_to_bits(a[size_t(i)]), llmint8::float_to_bits(ea)) << "f16 " << all[size_t(i)];
+      ASSERT_EQ(llmint8::float_to_bits(b[size_t(i)]), llmint8::float_to_bits(eb)) << "bf16 " << all[size_t(i)];
+    }
+  }
+}

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/convert.h"
 #include "llmint8/error.h"
 
 namespace llmint8::model {
@@ -137,12 +138,8 @@ void Linear::row(int64_t r, float* out) const {
   const size_t off = size_t(r) * size_t(in_);
   switch (st_) {
     case Storage::F32: std::copy_n(wf_.data() + off, in_, out); break;
-    case Storage::F16:
-      for (int64_t k = 0; k < in_; ++k) out[k] = to_float(f16{wh_[off + size_t(k)]});
-      break;
-    case Storage::BF16:
-      for (int64_t k = 0; k < in_; ++k) out[k] = to_float(bf16{wh_[off + size_t(k)]});
-      break;
+    case Storage::F16: cpu::widen_f16(wh_.data() + off, out, in_); break;
+    case Storage::BF16: cpu::widen_bf16(wh_.data() + off, out, in_); break;
     case Storage::Int8: {
       // Dequantized int8 row (only used if an embedding were ever quantized).
       const float s = w8_.SCB[r] * kInvInt8Max;
@@ -185,7 +182,10 @@ void Linear::forward(const float* X, int64_t M, float* Y, float threshold) const
       if (!dense32) {
         const uint16_t* src = wh_.data() + size_t(n0) * size_t(K);
         const int64_t cnt = nb * K;
-        for (int64_t i = 0; i < cnt; ++i) buf[size_t(i)] = h ? to_float(f16{src[i]}) : to_float(bf16{src[i]});
+        if (h)
+          cpu::widen_f16(src, buf.data(), cnt);
+        else
+          cpu::widen_bf16(src, buf.data(), cnt);
         w = buf.data();
       }
       gemm_xwt(X, M, K, w, nb, Y + n0, N);
