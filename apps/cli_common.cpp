@@ -27,9 +27,12 @@ void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& mode
   sub->add_option("--precision", o.precision, "How Linear weights are held: int8 (LLM.int8()), fp16, bf16, fp32")
       ->type_name("P")
       ->capture_default_str();
-  sub->add_option("--threshold", o.threshold, "Outlier threshold of the int8 decomposition; 0 = no decomposition")
-      ->type_name("T")
-      ->capture_default_str();
+  o.threshold_option =
+      sub->add_option("--threshold", o.threshold,
+                      "Outlier threshold of the int8 decomposition; 0 = no decomposition (an 8-bit "
+                      "checkpoint's own threshold is used unless given)")
+          ->type_name("T")
+          ->capture_default_str();
   sub->add_option("--threads", o.threads, "CPU threads; 0 = all cores")->type_name("N")->capture_default_str();
   sub->add_option("--skip", o.skip, "Keep this Linear module in 16-bit under int8 (repeatable), e.g. --skip mlp.down_proj")
       ->type_name("MODULE")
@@ -59,6 +62,7 @@ LoadOptions load_options(const CommonOptions& o) {
   if (!std::isfinite(o.threshold) || o.threshold < 0)
     throw Error("--threshold " + fmt_g(o.threshold) + ": must be a finite number >= 0 (0 = no decomposition)");
   lo.threshold = float(o.threshold);
+  lo.threshold_from_checkpoint = !(o.threshold_option && o.threshold_option->count() > 0);
   if (o.threads < 0) throw Error("--threads " + std::to_string(o.threads) + ": must be >= 0 (0 = all cores)");
   lo.threads = o.threads;
   lo.skip_modules = o.skip;

@@ -23,6 +23,9 @@ struct CommonOptions {
   bool json = false;
   std::vector<std::string> skip;
   std::string device = "cpu";
+  // Set by add_common_options: whether --threshold was given (it then overrides an 8-bit
+  // checkpoint's quantization_config).
+  CLI::Option* threshold_option = nullptr;
 };
 
 // The default model of `generate`, relative to the current directory (the repository root in the
@@ -76,5 +79,6 @@ Command register_generate(CLI::App& app);
 Command register_perplexity(CLI::App& app);
 Command register_tokenize(CLI::App& app);
 Command register_info(CLI::App& app);
+Command register_quantize(CLI::App& app);
 
 }  // namespace llmint8::cli

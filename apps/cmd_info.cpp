@@ -4,6 +4,7 @@
 
 #include "cli_common.h"
 #include "llmint8/error.h"
+#include "model/quantize.h"
 
 namespace llmint8::cli {
 namespace {
@@ -22,6 +23,16 @@ int run_info(InfoArgs& a) {
   auto model = load_model(a.common);
   const ModelInfo& i = model->info();
   const double ratio = i.weight_bytes_16bit ? double(i.weight_bytes) / double(i.weight_bytes_16bit) : 0.0;
+  // On disk: what `llmint8 quantize` would write for a 16/32-bit checkpoint (an 8-bit one already
+  // is that: its checkpoint bytes).
+  uint64_t int8_disk = 0;
+  try {
+    model::QuantizeOptions qo;
+    qo.skip_modules = a.common.skip;
+    int8_disk = model::plan_quantized_checkpoint(a.common.model_dir, qo).output_bytes;
+  } catch (const Error&) {
+    int8_disk = i.checkpoint_bytes;  // already 8-bit
+  }
   if (a.common.json) {
     nlohmann::json j;
     j["model"] = a.common.model_dir;
@@ -44,6 +55,7 @@ int run_info(InfoArgs& a) {
     j["weight_bytes"] = i.weight_bytes;
     j["weight_ratio_vs_16bit"] = ratio;
     j["checkpoint_bytes"] = i.checkpoint_bytes;
+    j["int8_checkpoint_bytes"] = int8_disk;
     j["peak_rss_bytes"] = i.peak_rss_bytes;
     j["largest_tensor_bytes"] = i.largest_tensor_bytes;
     print_json(j);
@@ -62,7 +74,8 @@ int run_info(InfoArgs& a) {
     std::printf("%s\n", i.float_modules.empty() ? "" : (i.float_modules.size() > 8 ? ", ...)" : ")"));
     std::printf("weights as 16-bit  %s\n", mib(i.weight_bytes_16bit).c_str());
     std::printf("weights as held    %s (%.3fx of 16-bit)\n", mib(i.weight_bytes).c_str(), ratio);
-    std::printf("checkpoint tensors %s\n", mib(i.checkpoint_bytes).c_str());
+    std::printf("checkpoint tensors %s on disk; %s as an 8-bit checkpoint (llmint8 quantize)\n",
+                mib(i.checkpoint_bytes).c_str(), mib(int8_disk).c_str());
     std::printf("largest tensor     %s\n", mib(i.largest_tensor_bytes).c_str());
     std::printf("peak RSS (loaded)  %s\n", mib(i.peak_rss_bytes).c_str());
   }

@@ -317,6 +317,31 @@ TEST_F(Cli, InfoJson) {
   EXPECT_EQ(s.value("quantized_modules_count", -1), 5 * 6);
 }
 
+// ------------------------------------------------------------------------------ quantize ----
+
+TEST_F(Cli, QuantizeThenGenerate) {
+  const std::string out = tmp + "/stories-int8";
+  auto q = expect_ok({"quantize", "-m", kStories, "-o", out, "--json"});
+  json j = parse_one_object(q);
+  EXPECT_EQ(j["quantized_modules_count"], 35);
+  EXPECT_EQ(j["shards"], json({"model.safetensors"}));
+  EXPECT_LT(j["output_bytes"].get<double>(), 0.55 * j["input_bytes"].get<double>());
+  // The saved model generates the reference continuation, from its own tokenizer files.
+  const std::string want = ref["greedy_from_bos_text_40_new_tokens"].get<std::string>();
+  EXPECT_EQ(expect_ok({"generate", "-m", out, "--greedy", "-n", "40"}).out, want + "\n");
+  json info = parse_one_object(expect_ok({"info", "-m", out, "--json"}));
+  EXPECT_EQ(info["quantized_modules_count"], 35);
+  EXPECT_EQ(info["threshold"], 6.0);
+  // Never over an existing directory; bad arguments are one clean line.
+  expect_clean_error({"quantize", "-m", kStories, "-o", out}, "already exists");
+  expect_clean_error({"quantize", "-m", out, "-o", tmp + "/again"}, "already an 8-bit checkpoint");
+  expect_clean_error({"quantize", "-m", kStories, "-o", tmp + "/x", "--shard-size", "lots"}, "--shard-size");
+  expect_clean_error({"quantize", "-m", kStories, "-o", tmp + "/no/such/parent/x"}, "no such directory");
+  // --threshold overrides the checkpoint's quantization_config.
+  json over = parse_one_object(expect_ok({"info", "-m", out, "--json", "--threshold", "0"}));
+  EXPECT_EQ(over["threshold"], 0.0);
+}
+
 TEST_F(Cli, HelpHasExamples) {
   auto r = expect_ok({"--help"});
   EXPECT_NE(r.out.find("Examples"), std::string::npos);
