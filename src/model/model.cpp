@@ -1,6 +1,7 @@
 // Model::load and the precision names of include/llmint8/model.h.
 #include "llmint8/model.h"
 
+#include "cuda/cuda_model.h"
 #include "model/transformer.h"
 
 namespace llmint8 {
@@ -25,6 +26,8 @@ bool parse_precision(std::string_view s, Precision* out) {
 }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opts) {
+  // "cuda" / "cuda:N": the GPU model (src/cuda/cuda_model.h), which reuses the CPU loader.
+  if (opts.device == "cuda" || opts.device.rfind("cuda:", 0) == 0) return cuda::load_cuda_model(dir, opts);
   return model::load_transformer(dir, opts);
 }
 

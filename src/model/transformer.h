@@ -12,6 +12,7 @@
 #include "llmint8/model.h"
 #include "model/arch.h"
 #include "model/config.h"
+#include "model/linear.h"
 
 namespace llmint8::model {
 
@@ -30,6 +31,34 @@ std::vector<float> alibi_slopes(int64_t heads);
 // The int8 weight of Linear `module` of a loaded model (tests, tools); null when that Linear is
 // not held in int8 or does not exist.
 const Int8Weight* find_int8_weight(const Model& m, const std::string& module);
+
+// Read-only view of a loaded CPU transformer's prepared weights (config, spec, Linears, norms),
+// so that another device (src/cuda/cuda_model.cu) reuses the checkpoint reading and weight
+// preparation and only uploads. Pointers stay valid while the model lives; absent parts are null
+// (Linears with an empty name(), norms with an empty w).
+struct NormView {
+  const std::vector<float>* w = nullptr;
+  const std::vector<float>* b = nullptr;  // empty for RMSNorm
+};
+struct LayerView {
+  NormView n1, n2;
+  const Linear *q = nullptr, *k = nullptr, *v = nullptr, *qkv = nullptr, *o = nullptr;
+  const Linear *gate = nullptr, *up = nullptr, *down = nullptr;
+};
+struct TransformerView {
+  const ModelConfig* config = nullptr;
+  const ArchSpec* spec = nullptr;
+  float threshold = 0.f;  // resolved (checkpoint's quantization_config applied)
+  const Linear* embed = nullptr;
+  const Linear* pos_embed = nullptr;
+  const Linear* lm_head = nullptr;  // == embed when tied
+  NormView embed_norm, final_norm;
+  std::vector<LayerView> layers;
+  const std::vector<float>* inv_freq = nullptr;  // RoPE
+  const std::vector<float>* slopes = nullptr;    // ALiBi
+};
+// Throws Error when `m` is not a CPU transformer.
+TransformerView view_transformer(const Model& m);
 
 // Current and peak resident set size of this process in bytes (from /proc/self/status).
 uint64_t peak_rss_bytes();

@@ -11,7 +11,10 @@
 #     libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
 # then call the device tool with carry [".carry"] and the command
 #   bash tools/gpu/run_on_device.sh [test] [sanitize] [profile] [bench] [quick]
-# (no argument = test bench). Logs go to $OUT (build.log, test.log, sanitize.log, bench.log);
+#   bash tools/gpu/run_on_device.sh model [modelbench] [hf]
+# (no argument = test bench). `model` builds only the GPU model's targets and runs
+# test_cuda_model; `modelbench` runs bench_cuda_model (Llama-3-8B-shaped, synthetic weights, int8
+# vs fp16); `hf` runs tools/gpu/hf_baseline.py (transformers fp16 on the same GPU). Logs go to $OUT (build.log, test.log, sanitize.log, bench.log);
 # the benchmark's table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -43,6 +46,7 @@ cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMINT8_CUDA=ON \
   >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 TARGETS="test_backend_cuda bench_cuda_linear"
 for t in tests/test_cuda_*.cpp; do [ -e "$t" ] && TARGETS="$TARGETS $(basename "$t" .cpp)"; done
+if has model; then TARGETS="test_cuda_model bench_cuda_model"; fi
 cmake --build $B -j16 --target $TARGETS >>"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -20 "$OUT/build.log"; exit 1; }
 echo "built: $TARGETS"
 
@@ -74,5 +78,26 @@ if has bench; then
   Q=""; has quick && Q="--quick"
   ./$B/bench/bench_cuda_linear $Q 2>"$OUT/bench_progress.log" | tee "$OUT/bench.log"
   tail -3 "$OUT/bench_progress.log"
+fi
+if has model; then
+  echo "== GPU model tests"
+  ./$B/tests/test_cuda_model 2>&1 | tee "$OUT/model_test.log" | grep -E "^\[(llama|qwen2|gpt2|opt|gpt_neox|bloom)\]|FAILED|PASSED|SKIPPED|Failure|error|Expected|Which is|actual" | head -60 || rc=1
+  grep -q "FAILED" "$OUT/model_test.log" && rc=1
+fi
+if has modelbench; then
+  echo "== bench_cuda_model"
+  ./$B/bench/bench_cuda_model 2>&1 | tee "$OUT/model_bench.log"
+fi
+if has modelprofile; then
+  echo "== ncu: GPU model kernels, 2 layers, decode steps without graphs (per-kernel total us)"
+  LLMINT8_CUDA_NO_GRAPH=1 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum \
+    ./$B/bench/bench_cuda_model --layers 2 --prompt 2048 --decode 8 --reps 1 --precisions ${PREC:-int8} >"$OUT/ncu_model.log" 2>&1
+  awk '/Context [0-9]+, Stream/ {n=$0; sub(/^ +/, "", n); sub(/[(<].*/, "", n); name=n}
+       /gpu__time_duration.sum/ {v=$NF; gsub(",", "", v); u=$(NF-1); if (u=="ms") v*=1000; if (u=="ns") v/=1000; t[name]+=v; c[name]++; if (!(name in mn) || v<mn[name]) mn[name]=v}
+       END {for (k in t) printf "%10.1f us total %6d x  min %8.2f us  %s\n", t[k], c[k], mn[k], k}' "$OUT/ncu_model.log" | sort -rn | head -30
+fi
+if has hf; then
+  echo "== Hugging Face transformers fp16 baseline"
+  PYTHONUNBUFFERED=1 timeout 300 python3 tools/gpu/hf_baseline.py 2>&1 | grep -v Warning | tee "$OUT/hf.log" | tail -5
 fi
 exit $rc

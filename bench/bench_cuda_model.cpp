@@ -1,0 +1,150 @@
+// End-to-end GPU benchmark: a Llama-3-8B-shaped model (hidden 4096, 32 layers, 32/8 heads, head
+// dim 128, intermediate 14336, vocab 128256) with synthetic weights generated in GPU memory
+// (src/cuda/cuda_model.h: make_synthetic_cuda_model; nothing read from disk), LLM.int8() vs our
+// fp16. Prefill: one forward of a P-token prompt (default 2048), median of --reps runs after a
+// warm-up. Decode: batch 1, greedy, N steps (default 64) after the prompt, each step a Session::
+// forward of one token that returns the [vocab] float logits to the host (the CUDA-graph path).
+// A plain C++ program (it only uses the public model API), so it is built in every configuration
+// and reports "no CUDA" where there is none.
+//
+//   bench_cuda_model [--layers L] [--prompt P] [--decode N] [--reps R] [--precisions int8,fp16]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_model.h"
+#include "llmint8/error.h"
+#include "llmint8/model.h"
+
+using namespace llmint8;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+struct Row {
+  std::string prec;
+  double gib = 0, prefill_s = 0, decode_step_s = 0, decode_total_s = 0, decode_nograph_s = 0;
+  int outlier_cols = -1;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t layers = 32, prompt = 2048, steps = 64, reps = 5;
+  std::string precs = "int8,fp16";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--layers") layers = std::atoll(argv[i + 1]);
+    else if (a == "--prompt") prompt = std::atoll(argv[i + 1]);
+    else if (a == "--decode") steps = std::atoll(argv[i + 1]);
+    else if (a == "--reps") reps = std::atoll(argv[i + 1]);
+    else if (a == "--precisions") precs = argv[i + 1];
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  cuda::LlamaShape cfg;  // Llama-3-8B
+  cfg.layers = layers;
+  std::mt19937 rng(1234);
+  std::vector<int32_t> ids(static_cast<size_t>(prompt));
+  for (auto& t : ids) t = int32_t(rng() % uint32_t(cfg.vocab));
+
+  std::vector<Row> rows;
+  size_t p0 = 0;
+  while (p0 <= precs.size()) {
+    size_t p1 = precs.find(',', p0);
+    if (p1 == std::string::npos) p1 = precs.size();
+    const std::string name = precs.substr(p0, p1 - p0);
+    p0 = p1 + 1;
+    Precision p;
+    if (!parse_precision(name, &p)) {
+      std::fprintf(stderr, "unknown precision %s\n", name.c_str());
+      return 2;
+    }
+    LoadOptions o;
+    o.precision = p;
+    o.device = "cuda";
+    try {
+      const auto t0 = Clock::now();
+      auto m = cuda::make_synthetic_cuda_model(cfg, o, 1, 0.01f);
+      std::fprintf(stderr, "%s: weights generated in %.1f s, %.2f GiB resident\n", name.c_str(),
+                   secs(t0, Clock::now()), double(cuda::resident_weight_bytes(*m)) / double(1ull << 30));
+      Row r;
+      r.prec = name;
+      r.gib = double(cuda::resident_weight_bytes(*m)) / double(1ull << 30);
+      auto s = m->new_session(prompt + steps + 8);
+      std::vector<float> logits;
+      // Warm-up: algorithm selection, scratch growth, the decode graph's capture.
+      s->forward(ids, &logits);
+      for (int i = 0; i < 3; ++i) {
+        const int32_t t = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        s->forward(std::span<const int32_t>(&t, 1), &logits);
+      }
+      std::vector<double> pre;
+      for (int64_t r_ = 0; r_ < reps; ++r_) {
+        s->reset();
+        const auto a = Clock::now();
+        s->forward(ids, &logits);
+        pre.push_back(secs(a, Clock::now()));
+      }
+      r.prefill_s = median(pre);
+      // Decode after the prompt (its cache is in place from the last prefill).
+      std::vector<double> dec;
+      const auto d0 = Clock::now();
+      for (int64_t i = 0; i < steps; ++i) {
+        const int32_t t = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const auto a = Clock::now();
+        s->forward(std::span<const int32_t>(&t, 1), &logits);
+        dec.push_back(secs(a, Clock::now()));
+      }
+      r.decode_total_s = secs(d0, Clock::now());
+      r.decode_step_s = median(dec);
+      // The same steps with plain launches instead of the CUDA graph (what the graph saves).
+      setenv("LLMINT8_CUDA_NO_GRAPH", "1", 1);
+      std::vector<double> dec_ng;
+      for (int64_t i = 0; i < 8 && s->position() < prompt + steps + 8; ++i) {
+        const int32_t t = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        const auto a = Clock::now();
+        s->forward(std::span<const int32_t>(&t, 1), &logits);
+        dec_ng.push_back(secs(a, Clock::now()));
+      }
+      unsetenv("LLMINT8_CUDA_NO_GRAPH");
+      r.decode_nograph_s = median(dec_ng);
+      std::fprintf(stderr, "%s: prefill %.1f ms, decode step %.2f ms (%.2f ms without the CUDA graph)\n",
+                   name.c_str(), 1e3 * r.prefill_s, 1e3 * r.decode_step_s, 1e3 * r.decode_nograph_s);
+      rows.push_back(r);
+    } catch (const Error& e) {
+      std::printf("%s: %s\n", name.c_str(), e.what());
+      return 1;
+    }
+  }
+
+  std::printf("\nLlama-3-8B-shaped (%lld layers), synthetic weights, prompt %lld, decode %lld steps at batch 1\n",
+              (long long)layers, (long long)prompt, (long long)steps);
+  std::printf("| precision | weights GiB | prefill ms | prefill tok/s | decode ms/token (median) | decode tok/s (median) | decode tok/s (wall, %lld steps) |\n",
+              (long long)steps);
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : rows)
+    std::printf("| %s | %.2f | %.1f | %.0f | %.2f | %.1f | %.1f |\n", r.prec.c_str(), r.gib, 1e3 * r.prefill_s,
+                double(prompt) / r.prefill_s, 1e3 * r.decode_step_s, 1.0 / r.decode_step_s,
+                double(steps) / r.decode_total_s);
+  if (rows.size() == 2) {
+    const Row &a = rows[0], &b = rows[1];
+    std::printf("\n%s / %s: weights %.3fx, prefill speed %.2fx, decode speed %.2fx\n", a.prec.c_str(), b.prec.c_str(),
+                a.gib / b.gib, b.prefill_s / a.prefill_s, b.decode_step_s / a.decode_step_s);
+  }
+  return 0;
+}

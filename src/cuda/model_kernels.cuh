@@ -1,0 +1,506 @@
+// CUDA kernels of the GPU transformer (src/cuda/cuda_model.cu): embeddings, norms, RoPE + KV
+// cache append, attention, activations, residual adds. T is the 16-bit activation type (__half or
+// __nv_bfloat16); the residual stream is float32. Each kernel follows the CPU model
+// (src/model/transformer.cpp) operation for operation in float32 (double where the CPU sums in
+// double); results differ from the CPU only by the 16-bit rounding of the activations between
+// Linears and of the KV cache.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace llmint8::cuda::mk {
+
+template <class T> __device__ __forceinline__ float to_f(T x);
+template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T> __device__ __forceinline__ T of_f(float x);
+template <> __device__ __forceinline__ float of_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half of_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 of_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+__device__ __forceinline__ double block_sum_d(double v, double* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum_d(v);
+  __syncthreads();  // red may still be read by a previous call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  double t = lane < nw ? red[lane] : 0.0;
+  return warp_sum_d(t);
+}
+
+// x[m, :] = emb[tok[m], :] (+ pos[p0 + m + pos_offset, :]) in float32. One block per token.
+template <class T>
+__global__ void embed_kernel(const int32_t* __restrict__ tok, int64_t H, const T* __restrict__ emb,
+                             const T* __restrict__ pos, const int* __restrict__ d_pos, int pos_offset,
+                             float* __restrict__ x) {
+  const int m = blockIdx.x;
+  const T* e = emb + int64_t(tok[m]) * H;
+  const T* pe = pos ? pos + int64_t(*d_pos + m + pos_offset) * H : nullptr;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = to_f(e[i]);
+    if (pe) v = v + to_f(pe[i]);
+    x[int64_t(m) * H + i] = v;
+  }
+}
+
+// One row per block. RMSNorm: y = w * (x * float(1/sqrt(mean(x^2) + eps))), sum of squares in
+// double. LayerNorm: y = float((x - mean) / sqrt(var + eps)) * w + b, mean and biased variance in
+// double. Writes y as T to out_t and/or as float to out_f (in place on x allowed: the row is fully
+// read before it is written). VEC (H % 4 == 0): 16-byte loads of x.
+template <class T, bool VEC>
+__global__ void __launch_bounds__(1024) norm_kernel(const float* __restrict__ x, int64_t H,
+                                                    const float* __restrict__ w, const float* __restrict__ b,
+                                                    double eps, bool rms, T* out_t, float* out_f) {
+  __shared__ double red[32];
+  const float* xr = x + int64_t(blockIdx.x) * H;
+  const int H4 = VEC ? int(H / 4) : 0;
+  double s1 = 0, s2 = 0;
+  if (VEC) {
+    for (int i = threadIdx.x; i < H4; i += blockDim.x) {
+      const float4 v = reinterpret_cast<const float4*>(xr)[i];
+      s1 += double(v.x) + double(v.y) + double(v.z) + double(v.w);
+      s2 += double(v.x) * v.x + double(v.y) * v.y + double(v.z) * v.z + double(v.w) * v.w;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      s1 += double(xr[i]);
+      s2 += double(xr[i]) * double(xr[i]);
+    }
+  }
+  if (rms) {
+    const double ss = block_sum_d(s2, red);
+    const float inv = float(1.0 / sqrt(ss / double(H) + eps));
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      const float y = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
+      if (out_t) out_t[int64_t(blockIdx.x) * H + i] = of_f<T>(y);
+      if (out_f) out_f[int64_t(blockIdx.x) * H + i] = y;
+    }
+  } else {
+    const double mean = block_sum_d(s1, red) / double(H);
+    double v = 0;
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      const double d = double(xr[i]) - mean;
+      v += d * d;
+    }
+    const double inv = 1.0 / sqrt(block_sum_d(v, red) / double(H) + eps);
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+      const float y = __fadd_rn(__fmul_rn(float((double(xr[i]) - mean) * inv), w[i]), b[i]);
+      if (out_t) out_t[int64_t(blockIdx.x) * H + i] = of_f<T>(y);
+      if (out_f) out_f[int64_t(blockIdx.x) * H + i] = y;
+    }
+  }
+}
+
+// out[i] = (a2 ? a2[i] + a1[i] : a1[i]) + (res_t ? res_t[i] : res_f[i]), float32; out may alias
+// res_f.
+template <class T>
+__global__ void residual_kernel(int64_t n, const T* __restrict__ a1, const T* __restrict__ a2,
+                                const T* res_t, const float* res_f, float* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float v = to_f(a1[i]);
+    if (a2) v = __fadd_rn(to_f(a2[i]), v);
+    out[i] = __fadd_rn(res_t ? to_f(res_t[i]) : res_f[i], v);
+  }
+}
+
+template <class T>
+__global__ void to_t_kernel(int64_t n, const float* __restrict__ x, T* __restrict__ y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = of_f<T>(x[i]);
+}
+
+// y[m, n] = T(float(y[m, n]) + bias[n]).
+template <class T>
+__global__ void bias_kernel(int64_t M, int64_t N, const float* __restrict__ bias, T* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = of_f<T>(__fadd_rn(to_f(y[i]), bias[i % N]));
+}
+
+// Activations as src/model/linear.cpp's apply_act (float32).
+enum class ActK : int { SiLU = 0, GELU = 1, GELUTanh = 2, ReLU = 3, QuickGELU = 4 };
+__device__ __forceinline__ float act_f(int a, float x) {
+  switch (a) {
+    case 0: return x / (1.0f + expf(-x));
+    case 1: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case 2: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case 3: return x < 0.f ? 0.f : x;
+    default: return x / (1.0f + expf(-1.702f * x));
+  }
+}
+// Gated: u[m, i] = act(gu[m, i]) * gu[m, I + i] (gu = [gate | up] per row). Plain (gu == null):
+// u = act(u) in place.
+template <class T>
+__global__ void act_kernel(int64_t M, int64_t I, const T* __restrict__ gu, T* u, int act) {
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < M * I; idx += int64_t(gridDim.x) * blockDim.x) {
+    if (gu) {
+      const int64_t m = idx / I, i = idx % I;
+      const float g = act_f(act, to_f(gu[m * 2 * I + i]));
+      u[idx] = of_f<T>(__fmul_rn(g, to_f(gu[m * 2 * I + I + i])));
+    } else {
+      u[idx] = of_f<T>(act_f(act, to_f(u[idx])));
+    }
+  }
+}
+
+// RoPE (rotate-half on the first 2*half dims of every head, angle = float(pos) * inv_freq[i],
+// cos/sin in double as the CPU does) of q in place in qkv [M, ldq] = [q | k | v] rows, and the
+// (rotated) k and v of each token appended to the cache at position p0 + m. Block (m, h): h < NH
+// rotates q head h; h >= NH writes kv head h - NH to the cache.
+template <class T>
+__global__ void rope_kv_kernel(T* qkv, int64_t ldq, int NH, int NKV, int D, int half,
+                               const float* __restrict__ inv_freq, const int* __restrict__ d_pos,
+                               T* Kc, T* Vc) {
+  const int m = blockIdx.x, h = blockIdx.y;
+  const int pos = *d_pos + m;
+  T* row = qkv + int64_t(m) * ldq;
+  const int kvd = NKV * D, qd = NH * D;
+  const bool is_q = h < NH;
+  T* x = is_q ? row + h * D : row + qd + (h - NH) * D;
+  T* dst = is_q ? x : Kc + int64_t(pos) * kvd + (h - NH) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    if (!is_q) {
+      Vc[int64_t(pos) * kvd + (h - NH) * D + d] = row[qd + kvd + (h - NH) * D + d];
+      if (d >= 2 * half) dst[d] = x[d];
+    }
+    if (d < half) {
+      const float ang = __fmul_rn(float(pos), inv_freq[d]);
+      double sd, cd;
+      sincos(double(ang), &sd, &cd);
+      const float c = float(cd), sn = float(sd);
+      const float x0 = to_f(x[d]), x1 = to_f(x[d + half]);
+      dst[d] = of_f<T>(__fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)));
+      dst[d + half] = of_f<T>(__fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn)));
+    }
+  }
+}
+// No RoPE: k and v appended as they are.
+template <class T>
+__global__ void kv_append_kernel(const T* qkv, int64_t ldq, int qd, int kvd, const int* __restrict__ d_pos,
+                                 T* Kc, T* Vc) {
+  const int m = blockIdx.x;
+  const int pos = *d_pos + m;
+  const T* row = qkv + int64_t(m) * ldq;
+  for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+    Kc[int64_t(pos) * kvd + i] = row[qd + i];
+    Vc[int64_t(pos) * kvd + i] = row[qd + kvd + i];
+  }
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+// Causal (optionally sliding-window, ALiBi) attention of M new queries over the cache, with an
+// online softmax over tiles of 32 keys: no [M, T] score matrix is ever stored. Rows are the
+// (query, head) pairs of one kv head (GQA: the `group` heads sharing it are neighbours, so one
+// K/V tile in shared memory serves all of them); a block takes 16 rows, warp w rows w and w + 8
+// (decode's few rows land on different warps).
+// Per tile, lane j scores key j (dot over D in float, * scale, + slope * j), the warp updates the
+// running max m, sum l and the output accumulator (lane owns dims lane + 32 i). With S > 1 the key
+// range is split over gridDim.z blocks that write (m, l, acc) partials, merged by
+// attn_combine_kernel (flash-decoding); with S == 1 the block writes acc / l directly.
+constexpr int kAttnRows = 16, kAttnKeys = 32, kAttnThreads = 256, kAttnMaxDPL = 8;  // D <= 256
+constexpr int kAttnMaxSplits = 128;
+
+template <class T>
+struct AttnParams {
+  const T* q;
+  int64_t ldq;
+  const T* K;
+  const T* V;
+  T* out;  // [M, NH * D]
+  float* part_acc;  // [S, M, NH, D]
+  float* part_ml;   // [S, M, NH, 2]
+  const int* d_pos;
+  const float* slopes;  // ALiBi per head or null
+  float scale;
+  int M, NH, NKV, D, window, S;
+};
+
+// Shared-memory row pitch of a K/V tile (elements): odd in 4-byte words for scalar access, an
+// odd number of 16-byte units apart for the 16-byte (VEC) path -- no bank conflicts either way.
+__host__ __device__ inline int attn_dpad(int D, bool vec) { return vec ? D + 8 : ((D / 2) % 2 == 0 ? D + 2 : D); }
+inline size_t attn_smem_bytes(int D, int tsize, bool vec) {
+  return size_t(kAttnRows) * D * 4 + size_t(2) * kAttnKeys * attn_dpad(D, vec) * tsize;
+}
+
+// VEC (D % 8 == 0): K/V tiles move as 16-byte vectors, all of a thread's loads issued before its
+// stores, and the score dot products read 8 keys' elements per shared-memory access.
+template <class T, bool VEC>
+__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p) {
+  extern __shared__ float4 smem_f4[];
+  float* smem_f = reinterpret_cast<float*>(smem_f4);
+  const int D = p.D, group = p.NH / p.NKV, Dp = attn_dpad(D, VEC), kvd = p.NKV * D;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int row0 = blockIdx.x * kAttnRows;
+  const int rows_total = p.M * group;
+  const int p0 = *p.d_pos;
+  float* qs = smem_f;
+  T* ks = reinterpret_cast<T*>(qs + kAttnRows * D);
+  T* vs = ks + kAttnKeys * Dp;
+
+  const int rlast = min(row0 + kAttnRows, rows_total) - 1;
+  const int qfirst = p0 + row0 / group, qlast = p0 + rlast / group;
+  const int kbeg = p.window > 0 ? max(0, qfirst - p.window + 1) : 0;
+  const int kend = qlast + 1;
+  // Keys per split: a multiple of the tile once there are more keys than splits have tiles.
+  int per = (kend - kbeg + p.S - 1) / p.S;
+  if (per > kAttnKeys) per = (per + kAttnKeys - 1) / kAttnKeys * kAttnKeys;
+  const int sb = kbeg + split * per, se = min(kend, sb + per);
+  if (sb < se)
+    for (int i = threadIdx.x; i < kAttnRows * D; i += blockDim.x) {
+      const int r = i / D, d = i % D, R = row0 + r;
+      float v = 0.f;
+      if (R < rows_total) v = to_f(p.q[int64_t(R / group) * p.ldq + (kvh * group + R % group) * D + d]);
+      qs[i] = v;
+    }
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float mrun[2] = {-INFINITY, -INFINITY}, lrun[2] = {0.f, 0.f};
+  float acc[2][kAttnMaxDPL];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+    for (int i = 0; i < kAttnMaxDPL; ++i) acc[rr][i] = 0.f;
+
+  for (int k0 = sb; k0 < se; k0 += kAttnKeys) {
+    __syncthreads();
+    if (VEC) {
+      // <= 4 16-byte chunks of K and of V per thread (32 keys x D <= 256 halves / 256 threads).
+      const int D8 = D / 8, n = kAttnKeys * D8;
+      uint4 kr[4], vr[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int c = threadIdx.x + u * kAttnThreads;
+        kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+        if (c < n) {
+          const int j = c / D8, key = k0 + j;
+          if (key < se) {
+            const int64_t off = int64_t(key) * kvd + kvh * D + (c - j * D8) * 8;
+            kr[u] = *reinterpret_cast<const uint4*>(p.K + off);
+            vr[u] = *reinterpret_cast<const uint4*>(p.V + off);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int c = threadIdx.x + u * kAttnThreads;
+        if (c < n) {
+          const int j = c / D8, o = j * Dp + (c - j * D8) * 8;
+          *reinterpret_cast<uint4*>(ks + o) = kr[u];
+          *reinterpret_cast<uint4*>(vs + o) = vr[u];
+        }
+      }
+    } else {
+      for (int i = threadIdx.x; i < kAttnKeys * D; i += blockDim.x) {
+        const int j = i / D, d = i % D, key = k0 + j;
+        T kv = of_f<T>(0.f), vv = of_f<T>(0.f);
+        if (key < se) {
+          kv = p.K[int64_t(key) * kvd + kvh * D + d];
+          vv = p.V[int64_t(key) * kvd + kvh * D + d];
+        }
+        ks[j * Dp + d] = kv;
+        vs[j * Dp + d] = vv;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int r = warp + rr * 8, R = row0 + r;
+      if (R >= rows_total) continue;  // warp-uniform
+      const int h = kvh * group + R % group, qpos = p0 + R / group;
+      const int key = k0 + lane;
+      const bool valid = key < se && key <= qpos && (p.window <= 0 || key > qpos - p.window);
+      float s = -INFINITY;
+      if (valid) {
+        const float* qr = qs + r * D;
+        const T* kr = ks + lane * Dp;
+        float dot = 0.f;
+        if (VEC) {
+          for (int d = 0; d < D; d += 8) {
+            const uint4 kv = *reinterpret_cast<const uint4*>(kr + d);
+            const T* k8 = reinterpret_cast<const T*>(&kv);
+            const float4 q0 = *reinterpret_cast<const float4*>(qr + d);
+            const float4 q1 = *reinterpret_cast<const float4*>(qr + d + 4);
+            dot = fmaf(q0.x, to_f(k8[0]), dot);
+            dot = fmaf(q0.y, to_f(k8[1]), dot);
+            dot = fmaf(q0.z, to_f(k8[2]), dot);
+            dot = fmaf(q0.w, to_f(k8[3]), dot);
+            dot = fmaf(q1.x, to_f(k8[4]), dot);
+            dot = fmaf(q1.y, to_f(k8[5]), dot);
+            dot = fmaf(q1.z, to_f(k8[6]), dot);
+            dot = fmaf(q1.w, to_f(k8[7]), dot);
+          }
+        } else {
+          for (int d = 0; d < D; ++d) dot = fmaf(qr[d], to_f(kr[d]), dot);
+        }
+        s = dot * p.scale;
+        if (p.slopes) s += p.slopes[h] * float(key);
+      }
+      const float mnew = fmaxf(mrun[rr], warp_max(s));
+      if (mnew == -INFINITY) continue;  // no valid key yet (warp-uniform)
+      const float corr = expf(mrun[rr] - mnew);
+      const float pj = valid ? expf(s - mnew) : 0.f;
+      lrun[rr] = lrun[rr] * corr + warp_sum(pj);
+      mrun[rr] = mnew;
+#pragma unroll
+      for (int i = 0; i < kAttnMaxDPL; ++i) acc[rr][i] *= corr;
+      const int nk = min(kAttnKeys, se - k0);
+      for (int j = 0; j < nk; ++j) {
+        const float pjj = __shfl_sync(0xffffffffu, pj, j);
+        const T* vr = vs + j * Dp;
+#pragma unroll
+        for (int i = 0; i < kAttnMaxDPL; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D) acc[rr][i] = fmaf(pjj, to_f(vr[d]), acc[rr][i]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int r = warp + rr * 8, R = row0 + r;
+    if (R >= rows_total) continue;
+    const int m = R / group, h = kvh * group + R % group;
+    if (p.S == 1) {
+      const float inv = 1.0f / lrun[rr];
+#pragma unroll
+      for (int i = 0; i < kAttnMaxDPL; ++i) {
+        const int d = lane + 32 * i;
+        if (d < D) p.out[int64_t(m) * p.NH * D + h * D + d] = of_f<T>(acc[rr][i] * inv);
+      }
+    } else {
+      const int64_t idx = (int64_t(split) * p.M + m) * p.NH + h;
+#pragma unroll
+      for (int i = 0; i < kAttnMaxDPL; ++i) {
+        const int d = lane + 32 * i;
+        if (d < D) p.part_acc[idx * D + d] = acc[rr][i];
+      }
+      if (lane == 0) {
+        p.part_ml[idx * 2] = mrun[rr];
+        p.part_ml[idx * 2 + 1] = lrun[rr];
+      }
+    }
+  }
+}
+
+// out[m, h, d] = sum_s acc_s * exp(m_s - M) / sum_s l_s * exp(m_s - M), M = max_s m_s. One block
+// per (m, h), >= max(D, S) threads; the S weights are computed once into shared memory.
+template <class T>
+__global__ void attn_combine_kernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+                                    int S, int MH, int D, T* out) {
+  __shared__ float ms[kAttnMaxSplits], wl[kAttnMaxSplits], mx_s;
+  const int mh = blockIdx.x, t = threadIdx.x;
+  if (t < S) {
+    ms[t] = part_ml[(int64_t(t) * MH + mh) * 2];
+    wl[t] = part_ml[(int64_t(t) * MH + mh) * 2 + 1];
+  }
+  __syncthreads();
+  if (t == 0) {
+    float mx = -INFINITY;
+    for (int s = 0; s < S; ++s) mx = fmaxf(mx, ms[s]);
+    mx_s = mx;
+  }
+  __syncthreads();
+  if (t < S) ms[t] = ms[t] == -INFINITY ? 0.f : expf(ms[t] - mx_s);  // the split's weight
+  __syncthreads();
+  if (t >= D) return;
+  float l = 0.f, a = 0.f;
+#pragma unroll 8
+  for (int s = 0; s < S; ++s) {
+    const float w = ms[s];
+    const float v = part_acc[(int64_t(s) * MH + mh) * D + t];  // loads independent: in flight together
+    if (w != 0.f) {
+      l += wl[s] * w;
+      a += v * w;
+    }
+  }
+  out[int64_t(mh) * D + t] = of_f<T>(a / l);
+}
+
+// Prefill attention, softmax of a chunk of scores S (ST: fp16 or float32, [rows][ldS], rows ordered
+// (j, g, mi) = ((j * NKV + g) * Mc + mi) for head h = g * group + j and query position
+// p0 + c0 + mi) into probabilities P (T, same layout): p = exp(v - max) / sum exp(v - max) over the
+// keys allowed by the causal mask (and the sliding window), v = s * scale (+ slope[h] * key);
+// masked keys get 0. One block per row.
+template <class T, class ST>
+__global__ void __launch_bounds__(256) softmax_rows_kernel(const ST* __restrict__ S, T* __restrict__ P,
+                                                          int64_t ldS, int Tc, int Mc, int NKV, int group,
+                                                          int qpos0, float scale, const float* __restrict__ slopes,
+                                                          int window) {
+  __shared__ float red[32];
+  const int64_t r = blockIdx.x;
+  const int mi = int(r % Mc), jg = int(r / Mc), g = jg % NKV, j = jg / NKV;
+  const int h = g * group + j, qpos = qpos0 + mi;
+  const int k0 = window > 0 ? max(0, qpos - window + 1) : 0, k1 = min(Tc, qpos + 1);
+  const float slope = slopes ? slopes[h] : 0.f;
+  const ST* s = S + r * ldS;
+  T* p = P + r * ldS;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  float mx = -INFINITY;
+  for (int k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
+    float v = to_f(s[k]) * scale;
+    if (slopes) v += slope * float(k);
+    mx = fmaxf(mx, v);
+  }
+  mx = warp_max(mx);
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = warp_max(lane < nw ? red[lane] : -INFINITY);
+  __syncthreads();
+  float sum = 0.f;
+  for (int k = k0 + threadIdx.x; k < k1; k += blockDim.x) {
+    float v = to_f(s[k]) * scale;
+    if (slopes) v += slope * float(k);
+    sum += expf(v - mx);
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) red[warp] = sum;
+  __syncthreads();
+  sum = warp_sum(lane < nw ? red[lane] : 0.f);
+  const float inv = 1.0f / sum;
+  for (int k = threadIdx.x; k < Tc; k += blockDim.x) {
+    float e = 0.f;
+    if (k >= k0 && k < k1) {
+      float v = to_f(s[k]) * scale;
+      if (slopes) v += slope * float(k);
+      e = expf(v - mx) * inv;
+    }
+    p[k] = of_f<T>(e);
+  }
+}
+
+// Synthetic weights: uniform in [-a, a] from a hash of (seed, index) -- reproducible, no state.
+template <class T>
+__global__ void fill_uniform_kernel(T* w, int64_t n, uint64_t seed, float a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = float(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    w[i] = of_f<T>((2.0f * u - 1.0f) * a);
+  }
+}
+__global__ void fill_f32_kernel(float* w, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    w[i] = v;
+}
+
+}  // namespace llmint8::cuda::mk
