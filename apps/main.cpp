@@ -14,6 +14,11 @@
 #include "llmint8/error.h"
 #include "llmint8/version.h"
 
+namespace llmint8::cli {
+Command register_eval(CLI::App& app);      // apps/cmd_eval.cpp
+Command register_outliers(CLI::App& app);  // apps/cmd_outliers.cpp
+}  // namespace llmint8::cli
+
 namespace {
 
 // Error text as one line: a multi-line what() must not break the one-line contract.
@@ -47,7 +52,8 @@ int main(int argc, char** argv) {
 
     std::vector<llmint8::cli::Command> commands = {
         llmint8::cli::register_generate(app), llmint8::cli::register_perplexity(app),
-        llmint8::cli::register_tokenize(app), llmint8::cli::register_info(app)};
+        llmint8::cli::register_tokenize(app), llmint8::cli::register_info(app),
+        llmint8::cli::register_eval(app),     llmint8::cli::register_outliers(app)};
 
     try {
       app.parse(argc, argv);
