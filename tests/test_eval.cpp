@@ -146,6 +146,13 @@ TEST(EvalLoglikelihood, KnownProbabilitiesGreedinessAndTruncation) {
   const std::vector<int32_t> long_ctx = {1, 1, 2, 2, 1, 2};
   loglikelihood(m, *s, long_ctx, std::vector<int32_t>{3, 0}, 0);
   EXPECT_EQ(m.fed.back(), (std::vector<int32_t>{2, 1, 2, 3}));
+  // Continuation longer than the context of 4: passes of 4 targets, input all[e-5, e-1).
+  m.fed.clear();
+  r = loglikelihood(m, *s, std::vector<int32_t>{1, 2}, std::vector<int32_t>{3, 3, 0, 3, 3, 1}, 0);
+  EXPECT_NEAR(r.logprob, 4 * std::log(0.5) + 2 * std::log(1.0 / 6.0), 1e-5);
+  ASSERT_EQ(m.fed.size(), 2u);
+  EXPECT_EQ(m.fed[0], (std::vector<int32_t>{2, 3, 3, 0}));  // targets 3 3 0 3
+  EXPECT_EQ(m.fed[1], (std::vector<int32_t>{3, 0, 3, 3}));  // targets 3 1
   // Empty context: the prefix token stands in.
   loglikelihood(m, *s, std::vector<int32_t>{}, std::vector<int32_t>{3}, 0);
   EXPECT_EQ(m.fed.back(), (std::vector<int32_t>{0}));

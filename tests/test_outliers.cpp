@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -71,12 +73,16 @@ class TransformedModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!fs::exists(stories() + "/model.safetensors")) return;
-    dir_ = (fs::temp_directory_path() / ("llmint8_outliers_" + std::to_string(::getpid()))).string();
+    // LLMINT8_OUTLIER_MODEL_DIR=path keeps the transformed model there (to run the CLI on it).
+    const char* keep = std::getenv("LLMINT8_OUTLIER_MODEL_DIR");
+    keep_ = keep && *keep;
+    dir_ = keep_ ? std::string(keep)
+                 : (fs::temp_directory_path() / ("llmint8_outliers_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     write_transformed(dir_);
   }
   static void TearDownTestSuite() {
-    if (!dir_.empty()) fs::remove_all(dir_);
+    if (!dir_.empty() && !keep_) fs::remove_all(dir_);
   }
   void SetUp() override {
     if (dir_.empty()) GTEST_SKIP() << "stories260K not found under " << shared_dir() << " (set LLMINT8_SHARED_DIR)";
@@ -89,8 +95,10 @@ class TransformedModel : public ::testing::Test {
     return out;
   }
   static std::string dir_;
+  static bool keep_;
 };
 std::string TransformedModel::dir_;
+bool TransformedModel::keep_ = false;
 
 // Sum NLL / count over LAMBADA passages, each scored alone (BOS + passage, one window).
 double lambada_ppl(const std::string& dir, Precision p, float threshold, size_t n) {

@@ -38,8 +38,9 @@ struct Loglikelihood {
 
 // Scores `continuation` after `context` in a fresh pass of `session` (reset first): the input is
 // (context + continuation)[-(max_len + 1):][:-1], max_len = the session model's context; an empty
-// context is replaced by `prefix`. Throws Error for an empty continuation, a continuation longer
-// than max_len or out-of-vocabulary ids.
+// context is replaced by `prefix`. A continuation longer than max_len (undefined in the harness)
+// is scored in passes of max_len tokens. Throws Error for an empty continuation or
+// out-of-vocabulary ids.
 Loglikelihood loglikelihood(Model& model, Session& session, std::span<const int32_t> context,
                             std::span<const int32_t> continuation, int32_t prefix);
 

@@ -19,9 +19,6 @@ Loglikelihood loglikelihood(Model& model, Session& session, std::span<const int3
   const int64_t max_len = model.max_context();
   const int64_t vocab = model.vocab_size();
   if (continuation.empty()) throw Error("loglikelihood: the continuation has no tokens");
-  if (int64_t(continuation.size()) > max_len)
-    throw Error("loglikelihood: the continuation has " + std::to_string(continuation.size()) +
-                " tokens, more than the model's context of " + std::to_string(max_len));
   std::vector<int32_t> all;
   if (context.empty()) {
     if (prefix < 0) throw Error("loglikelihood: empty context and the model has no BOS/EOS prefix token");
@@ -34,29 +31,36 @@ Loglikelihood loglikelihood(Model& model, Session& session, std::span<const int3
     if (t < 0 || t >= vocab)
       throw Error("loglikelihood: token id " + std::to_string(t) + " is outside the vocabulary of " +
                   std::to_string(vocab));
-  // (context + continuation)[-(max_len + 1):][:-1]
-  const size_t start = all.size() > size_t(max_len + 1) ? all.size() - size_t(max_len + 1) : 0;
-  const std::span<const int32_t> input(all.data() + start, all.size() - start - 1);
-  const int64_t T = int64_t(input.size());
-  const int64_t C = int64_t(continuation.size());
-  std::vector<float> logits;
-  session.reset();
-  session.forward(input, &logits, /*all_logits=*/true);
-  if (int64_t(logits.size()) != T * vocab)
-    throw Error("loglikelihood: the model returned " + std::to_string(logits.size()) + " logits, expected " +
-                std::to_string(T * vocab));
+  // Targets all[s, e) per pass, input all[max(0, e-1-max_len), e-1): for a continuation of at
+  // most max_len tokens one pass with the harness's input (context + continuation)[-(max_len+1):][:-1].
+  // A longer continuation (which the harness does not handle) is scored in further passes of
+  // max_len targets, each with as much preceding text as fits.
+  const int64_t n = int64_t(all.size());
   Loglikelihood r;
-  for (int64_t j = 0; j < C; ++j) {
-    const float* row = logits.data() + (T - C + j) * vocab;
-    const int32_t target = continuation[size_t(j)];
-    double mx = -INFINITY;
-    int64_t arg = 0;
-    for (int64_t v = 0; v < vocab; ++v)
-      if (double(row[v]) > mx) mx = row[v], arg = v;
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
-    r.logprob += double(row[target]) - mx - std::log(sum);
-    if (arg != target) r.is_greedy = false;
+  std::vector<float> logits;
+  for (int64_t s = n - int64_t(continuation.size()); s < n;) {
+    const int64_t e = std::min(n, s + max_len);
+    const int64_t begin = std::max<int64_t>(0, e - 1 - max_len);
+    const std::span<const int32_t> input(all.data() + begin, size_t(e - 1 - begin));
+    const int64_t T = int64_t(input.size()), C = e - s;
+    session.reset();
+    session.forward(input, &logits, /*all_logits=*/true);
+    if (int64_t(logits.size()) != T * vocab)
+      throw Error("loglikelihood: the model returned " + std::to_string(logits.size()) + " logits, expected " +
+                  std::to_string(T * vocab));
+    for (int64_t j = 0; j < C; ++j) {
+      const float* row = logits.data() + (T - C + j) * vocab;
+      const int32_t target = all[size_t(s + j)];
+      double mx = -INFINITY;
+      int64_t arg = 0;
+      for (int64_t v = 0; v < vocab; ++v)
+        if (double(row[v]) > mx) mx = row[v], arg = v;
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
+      r.logprob += double(row[target]) - mx - std::log(sum);
+      if (arg != target) r.is_greedy = false;
+    }
+    s = e;
   }
   if (!std::isfinite(r.logprob)) throw Error("loglikelihood: not finite (NaN or infinite logits from the model)");
   return r;

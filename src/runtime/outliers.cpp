@@ -195,12 +195,12 @@ std::string short_site(const std::string& s) {
 }  // namespace
 
 std::string to_svg(const Report& r, size_t top) {
-  const double W = 960, H = 540, L = 80, R = 200, T = 60, B = 110;
+  const double W = 1060, H = 540, L = 80, R = 300, T = 60, B = 110;
   std::string o;
-  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"540\" viewBox=\"0 0 960 540\" "
-       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"960\" height=\"540\" fill=\"white\"/>\n";
+  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1060\" height=\"540\" viewBox=\"0 0 1060 540\" "
+       "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"1060\" height=\"540\" fill=\"white\"/>\n";
   if (r.groups.empty() || r.groups[0].sites.empty()) {
-    o += "<text x=\"480\" y=\"270\" text-anchor=\"middle\">no Linear inputs were recorded</text>\n</svg>\n";
+    o += "<text x=\"530\" y=\"270\" text-anchor=\"middle\">no Linear inputs were recorded</text>\n</svg>\n";
     return o;
   }
   const Group& g = r.groups[0];
@@ -277,8 +277,8 @@ std::string to_svg(const Report& r, size_t top) {
   for (size_t i = 0; i < k; ++i) {
     const Dimension& d = g.dims[i];
     legend(colors[i % 10],
-           "dim " + std::to_string(d.index) + fmt(" (%.0f%% layers, ", 100 * d.layer_share) +
-               fmt("%.0f%% tok)", 100 * d.token_share) + (d.systematic ? " *" : ""),
+           "dim " + std::to_string(d.index) + fmt(": %.0f%% of layers, ", 100 * d.layer_share) +
+               fmt("%.0f%% of tokens", 100 * d.token_share) + (d.systematic ? " *" : ""),
            "");
   }
   legend("#aaa", "all other dims (max)", "stroke-dasharray=\"3,3\"");
