@@ -251,3 +251,36 @@ TEST_F(TransformedModel, PerplexityFp32VersusInt8WithAndWithoutDecomposition) {
   EXPECT_NEAR(orig_t0 / orig_fp32, 1.0, 0.005);
   EXPECT_NEAR(orig_t6 / orig_fp32, 1.0, 0.005);
 }
+
+TEST_F(TransformedModel, CliReportsTheInjectedDimensionsAndWritesThePlot) {
+  const std::string txt = dir_ + "/text.txt", svg = dir_ + "/plot.svg";
+  {
+    std::ofstream f(txt);
+    f << text(5);
+  }
+  const std::string cmd = std::string(LLMINT8_CLI) + " outliers -m " + dir_ + " --text " + txt + " --plot " + svg +
+                          " --max-tokens 600 --json 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ASSERT_EQ(pclose(p), 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["tokens"], 600);  // two windows: 512 + 88
+  const auto& g = j["groups"][0];
+  EXPECT_EQ(g["width"], 64);
+  std::set<int64_t> top3;
+  for (size_t i = 0; i < 3; ++i) {
+    top3.insert(g["dimensions"][i]["index"].get<int64_t>());
+    EXPECT_TRUE(g["dimensions"][i]["systematic"].get<bool>());
+    EXPECT_EQ(g["dimensions"][i]["max_per_layer"].size(), 15u);
+  }
+  EXPECT_EQ(top3, std::set<int64_t>(kDims.begin(), kDims.end()));
+  std::ifstream f(svg);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  EXPECT_EQ(ss.str().rfind("<svg", 0), 0u);
+  EXPECT_NE(ss.str().find("</svg>"), std::string::npos);
+  EXPECT_NE(ss.str().find("dim 3"), std::string::npos);
+}
