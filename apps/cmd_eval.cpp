@@ -57,6 +57,8 @@ int run_eval(EvalArgs& a) {
   eval::EvalOptions eo;
   eo.tasks = split_commas(a.tasks);
   if (eo.tasks.empty()) throw Error("--tasks: no task given");
+  for (const auto& t : eo.tasks)
+    if (!eval::known_task(t)) throw Error("--tasks: unknown task '" + t + "' (known: lambada, piqa, wikitext)");
   eo.limit = a.limit;
   eo.data_dir = a.data_dir;
   const auto t0 = std::chrono::steady_clock::now();
@@ -105,12 +107,11 @@ int run_eval(EvalArgs& a) {
     j["limit"] = a.limit;
     j["seconds"] = secs;
     j["rows"] = nlohmann::json::array();
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const auto& r = rows[i];
+    for (const auto& r : rows) {
       j["rows"].push_back({{"task", r.task}, {"metric", r.name}, {"a", r.a}, {"b", r.b},
                            {"stderr", opt_json(r.stderr_)}, {"diff", r.diff},
                            {"within_stderr", r.within ? nlohmann::json(*r.within) : nlohmann::json(nullptr)},
-                           {"n", ma[i].n}});
+                           {"n", r.n}});
     }
     print_json(j);
   } else {

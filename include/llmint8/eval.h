@@ -109,6 +109,8 @@ struct EvalOptions {
   std::function<void(const std::string&, int64_t, int64_t)> progress;
 };
 
+// True for the task names evaluate() accepts: lambada (= lambada_openai), piqa, wikitext.
+bool known_task(const std::string& name);
 // Runs the tasks; throws Error naming a missing or malformed data file or an unknown task.
 std::vector<Metric> evaluate(Model& model, const Tokenizer& tok, const EvalOptions& opts);
 
@@ -119,6 +121,7 @@ struct ComparisonRow {
   std::optional<double> stderr_;  // the larger of the two runs' stderrs
   double diff = 0;                // b - a
   std::optional<bool> within;     // |diff| <= stderr; none without a stderr
+  int64_t n = 0;                  // documents scored (the first run's)
 };
 std::vector<ComparisonRow> compare(const std::vector<Metric>& a, const std::vector<Metric>& b);
 

@@ -417,10 +417,14 @@ void run_wikitext(Model& model, const Tokenizer& tok, const EvalOptions& o, std:
 
 }  // namespace
 
+bool known_task(const std::string& t) {
+  return t == "lambada" || t == "lambada_openai" || t == "piqa" || t == "wikitext";
+}
+
 std::vector<Metric> evaluate(Model& model, const Tokenizer& tok, const EvalOptions& opts) {
   if (opts.limit < 0) throw Error("eval: limit must be >= 0, got " + std::to_string(opts.limit));
   for (const auto& t : opts.tasks)
-    if (t != "lambada" && t != "lambada_openai" && t != "piqa" && t != "wikitext")
+    if (!known_task(t))
       throw Error("eval: unknown task '" + t + "' (known: lambada, piqa, wikitext)");
   std::vector<Metric> out;
   for (const auto& t : opts.tasks) {
@@ -436,7 +440,7 @@ std::vector<ComparisonRow> compare(const std::vector<Metric>& a, const std::vect
   for (const Metric& x : a)
     for (const Metric& y : b)
       if (x.task == y.task && x.name == y.name) {
-        ComparisonRow r{x.task, x.name, x.value, y.value, std::nullopt, y.value - x.value, std::nullopt};
+        ComparisonRow r{x.task, x.name, x.value, y.value, std::nullopt, y.value - x.value, std::nullopt, x.n};
         if (x.stderr_ && y.stderr_ && std::isfinite(*x.stderr_) && std::isfinite(*y.stderr_)) {
           r.stderr_ = std::max(*x.stderr_, *y.stderr_);
           r.within = std::fabs(r.diff) <= *r.stderr_;
