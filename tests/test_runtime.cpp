@@ -402,6 +402,20 @@ TEST(Generate, EosIgnoredWhenAsked) {
   EXPECT_EQ(r.text, "");
 }
 
+TEST(Generate, StopsAtAnyOfTheModelsEosIds) {
+  class TwoEos : public FakeModel {
+   public:
+    using FakeModel::FakeModel;
+    std::vector<int32_t> eos_ids() const override { return {2, 'x' + 3}; }  // 'x' ends it too
+  };
+  TwoEos m(64, bytes_of("abxcd"));
+  ByteTokenizer tok;
+  auto r = generate(m, tok, "", greedy_opts(10));
+  EXPECT_TRUE(r.stopped_at_eos);
+  EXPECT_EQ(r.text, "ab");
+  EXPECT_EQ(r.new_ids.size(), 3u);
+}
+
 TEST(Generate, NewTokensCappedByContext) {
   FakeModel m(8, bytes_of("a"));
   ByteTokenizer tok;

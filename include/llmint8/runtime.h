@@ -62,7 +62,7 @@ struct GenerateResult {
 
 // An empty prompt starts from BOS alone; otherwise the prompt is encoded with special tokens.
 // max_new_tokens is capped so that prompt + new tokens fit the model's context; a prompt that
-// fills the context throws Error. EOS (config.json's or the tokenizer's) ends generation when
+// fills the context throws Error. Any EOS (Model::eos_ids() or the tokenizer's) ends generation when
 // stop_at_eos and is kept as the last new id. result.text is the continuation: the decoded
 // prompt+new ids less the decoded prompt (so a leading space of the first new word is kept).
 // on_text receives each newly decodable piece of text as it is produced, holding back text that

@@ -1,5 +1,6 @@
 // Autoregressive generation: one prefill forward over the prompt, then one forward per new token
 // through the session's KV cache.
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -23,9 +24,11 @@ GenerateResult generate(Model& model, const Tokenizer& tok, std::string_view pro
   Sampler sampler(opts.sampling);  // validates the sampling options before any work
   GenerateResult r;
   const int32_t bos = model.bos_id() >= 0 ? model.bos_id() : tok.bos_id();
-  // Either EOS ends generation: config.json's and the tokenizer's differ for some chat models.
-  const int32_t eos_model = model.eos_id(), eos_tok = tok.eos_id();
-  auto is_eos = [&](int32_t id) { return (eos_model >= 0 && id == eos_model) || (eos_tok >= 0 && id == eos_tok); };
+  // Any EOS ends generation: the model's list (generation_config.json's, as transformers'
+  // generate() uses; Llama-3 lists several) and the tokenizer's, which differ for some chat models.
+  std::vector<int32_t> eos = model.eos_ids();
+  if (tok.eos_id() >= 0) eos.push_back(tok.eos_id());
+  auto is_eos = [&](int32_t id) { return std::find(eos.begin(), eos.end(), id) != eos.end(); };
   if (!prompt.empty()) r.prompt_ids = tok.encode(prompt, /*add_special_tokens=*/true);
   if (r.prompt_ids.empty()) {
     if (bos < 0)
