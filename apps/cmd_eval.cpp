@@ -36,7 +36,7 @@ nlohmann::json opt_json(const std::optional<double>& v) {
 std::string opt_str(const std::optional<double>& v) {
   if (!v || !std::isfinite(*v)) return "N/A";
   char b[32];
-  std::snprintf(b, sizeof b, "%.4f", *v);
+  std::snprintf(b, sizeof b, "%.4g", *v);
   return b;
 }
 
@@ -80,7 +80,7 @@ int run_eval(EvalArgs& a) {
     } else {
       std::printf("%-16s %-16s %12s %10s %7s\n", "task", "metric", a.common.precision.c_str(), "stderr", "n");
       for (const auto& m : metrics)
-        std::printf("%-16s %-16s %12.4f %10s %7lld\n", m.task.c_str(), m.name.c_str(), m.value,
+        std::printf("%-16s %-16s %12.6g %10s %7lld\n", m.task.c_str(), m.name.c_str(), m.value,
                     opt_str(m.stderr_).c_str(), (long long)m.n);
       std::printf("(%s, %.1f s)\n", a.common.precision.c_str(), secs);
     }
@@ -118,7 +118,7 @@ int run_eval(EvalArgs& a) {
     std::printf("%-16s %-16s %12s %12s %10s %11s  %s\n", "task", "metric", precs[0].c_str(), precs[1].c_str(),
                 "stderr", "diff", "within stderr");
     for (const auto& r : rows)
-      std::printf("%-16s %-16s %12.4f %12.4f %10s %+11.5f  %s\n", r.task.c_str(), r.name.c_str(), r.a, r.b,
+      std::printf("%-16s %-16s %12.6g %12.6g %10s %+11.4g  %s\n", r.task.c_str(), r.name.c_str(), r.a, r.b,
                   opt_str(r.stderr_).c_str(), r.diff, !r.within ? "n/a" : *r.within ? "yes" : "no");
     std::printf("(%s vs %s, threshold %g, limit %lld, %.1f s)\n", precs[0].c_str(), precs[1].c_str(),
                 a.common.threshold, (long long)a.limit, secs);
