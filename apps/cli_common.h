@@ -80,5 +80,7 @@ Command register_perplexity(CLI::App& app);
 Command register_tokenize(CLI::App& app);
 Command register_info(CLI::App& app);
 Command register_quantize(CLI::App& app);
+Command register_eval(CLI::App& app);
+Command register_outliers(CLI::App& app);
 
 }  // namespace llmint8::cli

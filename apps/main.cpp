@@ -44,12 +44,15 @@ int main(int argc, char** argv) {
         "  llmint8 tokenize -m ../shared/models/gpt2-tokenizer -p \"Hello world\"\n"
         "  llmint8 info -m ../shared/models/stories260K --json\n"
         "  llmint8 quantize -m ../shared/models/stories260K -o stories260K-int8\n"
+        "  llmint8 eval -m ../shared/models/stories260K --tasks lambada,piqa --limit 200 --compare int8,fp32\n"
+        "  llmint8 outliers -m ../shared/models/stories260K --text story.txt --plot outliers.svg\n"
         "Run 'llmint8 <subcommand> --help' for the options of each.");
 
     std::vector<llmint8::cli::Command> commands = {
         llmint8::cli::register_generate(app), llmint8::cli::register_perplexity(app),
         llmint8::cli::register_tokenize(app), llmint8::cli::register_info(app),
-        llmint8::cli::register_quantize(app)};
+        llmint8::cli::register_quantize(app), llmint8::cli::register_eval(app),
+        llmint8::cli::register_outliers(app)};
 
     try {
       app.parse(argc, argv);

@@ -35,6 +35,10 @@ struct LoadOptions {
   std::string device = "cpu";
   // Called as tensors are read: (bytes done, bytes total).
   std::function<void(uint64_t, uint64_t)> progress;
+  // Analysis hook (`llmint8 outliers`): when set, called with the input X [M, K] (row-major
+  // float32) of every Linear that LLM.int8() quantizes (not lm_head / tied embeddings), under any
+  // precision, just before that Linear runs. Called from the forward's thread; must not keep X.
+  std::function<void(const std::string& module, const float* X, int64_t M, int64_t K)> activation_observer;
 };
 
 struct ModelInfo {

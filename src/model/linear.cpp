@@ -26,6 +26,7 @@ Linear& Linear::operator=(Linear&& o) noexcept {
     wf_ = std::move(o.wf_);
     wh_ = std::move(o.wh_);
     bias_ = std::move(o.bias_);
+    observer_ = o.observer_;
     o.w8_ = {};
     o.backend_ = nullptr;
   }
@@ -160,6 +161,7 @@ void gemm_xwt(const float* X, int64_t M, int64_t K, const float* W, int64_t nb, 
 
 void Linear::forward(const float* X, int64_t M, float* Y, float threshold) const {
   if (M <= 0) return;
+  if (observer_ && *observer_) (*observer_)(name_, X, M, in_);
   const int64_t N = out_, K = in_;
   if (st_ == Storage::Int8) {
     backend_->int8_linear(w8_, DType::F32, X, M, threshold, bias_.empty() ? nullptr : bias_.data(), Y);

@@ -12,6 +12,7 @@
 // ~50x slower on a shared 2-core machine.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ class Linear {
   bool borrows_weight() const { return borrowed_cb_; }
   void set_bias(std::vector<float>&& b) { bias_ = std::move(b); }
   void set_threads(int t) { threads_ = t > 0 ? t : 1; }
+  // LoadOptions::activation_observer (owned by the model, which outlives its Linears): forward()
+  // shows it X first when it is set.
+  using Observer = std::function<void(const std::string&, const float*, int64_t, int64_t)>;
+  void set_observer(const Observer* obs) { observer_ = obs; }
 
   // Y [M, out] = X [M, in] * W^T + bias. `threshold` is the int8 outlier threshold.
   void forward(const float* X, int64_t M, float* Y, float threshold) const;
@@ -73,6 +78,7 @@ class Linear {
   std::vector<uint16_t> wh_;  // f16 or bf16 bits
   std::vector<float> bias_;
   int threads_ = 1;
+  const Observer* observer_ = nullptr;
 };
 
 // Y[m, n] (row stride ldy) = sum_k X[m, k] W[n, k] for W [nb, K] float32: one OpenBLAS call

@@ -365,6 +365,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
   }
   if (bias) L.set_bias(std::move(b));
   L.set_threads(threads_);
+  if (allow_int8) L.set_observer(&opts_.activation_observer);
   (int8 ? info_.quantized_modules : info_.float_modules).push_back(module);
   info_.weight_bytes += L.bytes();
 }
