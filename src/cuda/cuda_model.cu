@@ -138,11 +138,7 @@ class CudaModel final : public Model {
   int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
   std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
-    if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
-    if (max_tokens == 0) max_tokens = c_.max_positions;
-    if (s_.pos == PosKind::Learned && max_tokens > c_.max_positions)
-      throw Error("new_session: " + std::to_string(max_tokens) + " tokens exceed the model's " +
-                  std::to_string(c_.max_positions) + " learned positions");
+    max_tokens = session_capacity(c_, s_, max_tokens);
     return std::make_unique<CudaSession>(*this, max_tokens);
   }
   uint64_t resident() const { return resident_; }

@@ -81,8 +81,7 @@ void Linear::set(std::string name, int64_t out, int64_t in, std::vector<float>&&
   }
 }
 
-void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
-                      const std::vector<float>& scb, Backend* backend) {
+void Linear::reset_int8(std::string name, int64_t out, int64_t in, Backend* backend) {
   release();
   name_ = std::move(name);
   out_ = out;
@@ -91,6 +90,11 @@ void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vect
   backend_ = backend;
   wf_.clear();
   wh_.clear();
+}
+
+void Linear::set_int8(std::string name, int64_t out, int64_t in, const std::vector<int8_t>& cb,
+                      const std::vector<float>& scb, Backend* backend) {
+  reset_int8(std::move(name), out, in, backend);
   const size_t n = size_t(out) * size_t(in);
   if (cb.size() != n || scb.size() != size_t(out))
     throw Error(name_ + ": internal error: int8 weight buffer size mismatch");
@@ -107,14 +111,7 @@ void Linear::set_int8_mapped(std::string name, int64_t out, int64_t in, const in
     set_int8(std::move(name), out, in, std::vector<int8_t>(cb, cb + size_t(out) * size_t(in)), scb, backend);
     return;
   }
-  release();
-  name_ = std::move(name);
-  out_ = out;
-  in_ = in;
-  st_ = Storage::Int8;
-  backend_ = backend;
-  wf_.clear();
-  wh_.clear();
+  reset_int8(std::move(name), out, in, backend);
   if (scb.size() != size_t(out)) throw Error(name_ + ": internal error: SCB size mismatch");
   auto* s = static_cast<float*>(backend->alloc(size_t(out) * sizeof(float)));
   backend->to_device(s, scb.data(), size_t(out) * sizeof(float));

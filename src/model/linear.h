@@ -68,6 +68,7 @@ class Linear {
 
  private:
   void release();
+  void reset_int8(std::string name, int64_t out, int64_t in, Backend* backend);  // empty Int8 Linear
   std::string name_;
   int64_t out_ = 0, in_ = 0;
   Storage st_ = Storage::F32;

@@ -31,6 +31,15 @@ bool module_matches(const std::string& name, const std::string& entry) {
   return false;
 }
 
+int64_t session_capacity(const ModelConfig& c, const ArchSpec& s, int64_t max_tokens) {
+  if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
+  if (max_tokens == 0) max_tokens = c.max_positions;
+  if (s.pos == PosKind::Learned && max_tokens > c.max_positions)
+    throw Error("new_session: " + std::to_string(max_tokens) + " tokens exceed the model's " +
+                std::to_string(c.max_positions) + " learned positions");
+  return max_tokens;
+}
+
 uint64_t peak_rss_bytes() {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -163,11 +172,7 @@ class TransformerModel final : public Model {
   int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
   std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
-    if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
-    if (max_tokens == 0) max_tokens = c_.max_positions;
-    if (s_.pos == PosKind::Learned && max_tokens > c_.max_positions)
-      throw Error("new_session: " + std::to_string(max_tokens) + " tokens exceed the model's " +
-                  std::to_string(c_.max_positions) + " learned positions");
+    max_tokens = session_capacity(c_, s_, max_tokens);
     return std::make_unique<TransformerSession>(*this, max_tokens);
   }
 

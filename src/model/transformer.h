@@ -60,6 +60,10 @@ struct TransformerView {
 // Throws Error when `m` is not a CPU transformer.
 TransformerView view_transformer(const Model& m);
 
+// The KV-cache capacity of a new session: max_tokens, or the model's context when 0; throws
+// Error when negative or past learned positions.
+int64_t session_capacity(const ModelConfig& c, const ArchSpec& s, int64_t max_tokens);
+
 // Current and peak resident set size of this process in bytes (from /proc/self/status).
 uint64_t peak_rss_bytes();
 
