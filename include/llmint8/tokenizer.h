@@ -18,8 +18,9 @@ namespace llmint8 {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  // Loads <dir>/tokenizer.json, else <dir>/tokenizer.model; throws Error naming the file and the
-  // problem when neither loads.
+  // Loads <dir>/tokenizer.json, else <dir>/tokenizer.model (also when tokenizer.json does not
+  // load, e.g. an unsupported model type: a warning goes to stderr); throws Error naming the
+  // file and the problem when neither loads.
   static std::unique_ptr<Tokenizer> load(const std::string& dir);
 
   // add_special_tokens: apply the post-processor (e.g. BOS for Llama), as tokenizer(text) does.
@@ -30,6 +31,9 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;  // -1 when the tokenizer has none
   virtual int32_t eos_id() const = 0;  // -1 when the tokenizer has none
   virtual std::string id_to_token(int32_t id) const = 0;
+  // The id of a token string (added tokens first, then the model vocabulary); -1 when absent.
+  // (The base version scans id_to_token; the library's tokenizers override it with a lookup.)
+  virtual int32_t token_to_id(std::string_view token) const;
 };
 
 }  // namespace llmint8
