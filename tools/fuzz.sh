@@ -72,7 +72,7 @@ for t in "${targets[@]}"; do
   seed_dirs=()
   [ -d "tests/fuzz/seeds/$t" ] && seed_dirs+=("tests/fuzz/seeds/$t")
   [ -d "$gen/$t" ] && seed_dirs+=("$gen/$t")
-  dict=()
+  dict=()  # the target's own dictionary, else the JSON one
   if [ -f "tests/fuzz/$t.dict" ]; then
     dict=(-dict="tests/fuzz/$t.dict")
   elif [ -f tests/fuzz/json.dict ]; then

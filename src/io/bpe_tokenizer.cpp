@@ -12,6 +12,7 @@
 // families use are implemented; anything else is rejected at load with an "unsupported" Error.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <queue>
 #include <unordered_map>
@@ -1131,10 +1132,55 @@ std::string HfBpeTokenizer::decode(std::span<const int32_t> ids, bool skip_speci
   return out;
 }
 
+// Resource caps, far above real tokenizers (Llama-3: 128K tokens, 280K merges, 9 MB; Gemma:
+// 256K tokens, 34 MB) so that a hostile or corrupt file fails with a message instead of
+// exhausting memory: the size is checked before the file is read, the counts while it is parsed
+// (the parse stops at the first entry over a cap).
+constexpr uint64_t kMaxTokenizerJsonBytes = uint64_t(1) << 30;  // 1 GiB
+constexpr size_t kMaxVocab = 2'000'000;                          // model.vocab, and added_tokens
+constexpr size_t kMaxMerges = 5'000'000;
+
+json read_tokenizer_json(const std::string& path) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (!ec && bytes > kMaxTokenizerJsonBytes)
+    throw Error(path + ": file is " + std::to_string(bytes) + " bytes, over the " +
+                std::to_string(kMaxTokenizerJsonBytes) + "-byte limit for a tokenizer.json");
+  const std::string text = read_file_bytes(path);
+  // Counts the entries of model.vocab, model.merges and added_tokens as the parser meets them
+  // (depth 1: keys of the root; 2: of "model"; 3: entries of model.vocab / model.merges).
+  std::string key1, key2;
+  size_t vocab = 0, merges = 0, added = 0;
+  auto over = [&](const char* what, size_t cap) {
+    throw Error(path + ": more than " + std::to_string(cap) + " " + what +
+                " (the limit for a tokenizer.json)");
+  };
+  auto count = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
+    using E = json::parse_event_t;
+    if (ev == E::key) {
+      if (depth == 1) key1 = parsed.get<std::string>();
+      else if (depth == 2) key2 = parsed.get<std::string>();
+      else if (depth == 3 && key1 == "model" && key2 == "vocab" && ++vocab > kMaxVocab)
+        over("vocabulary entries", kMaxVocab);
+    }
+    const bool element_done = ev == E::value || ev == E::array_end || ev == E::object_end;
+    if (element_done && depth == 3 && key1 == "model" && key2 == "merges" && ++merges > kMaxMerges)
+      over("merges", kMaxMerges);
+    if (element_done && depth == 2 && key1 == "added_tokens" && ++added > kMaxVocab)
+      over("added tokens", kMaxVocab);
+    return true;
+  };
+  try {
+    return json::parse(text, count);
+  } catch (const json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const std::string& dir) {
-  const json j = read_json_file(path);
+  const json j = read_tokenizer_json(path);
   try {
     return std::make_unique<HfBpeTokenizer>(j, path, dir);
   } catch (const json::exception& e) {

@@ -17,7 +17,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "io/message.h"
 #include "llmint8/error.h"
 
 namespace llmint8::io {
@@ -36,13 +35,13 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // safetensors header, and the cap bounds the parser's work on hostile input.
 constexpr int kMaxJsonDepth = 32;
 
-// Messages quote names from the file: one_line() keeps them one printable line.
+// Error escapes control characters, so quoting names from the file keeps messages one line.
 [[noreturn]] void fail(const std::string& path, const std::string& problem) {
-  throw Error(one_line(path + ": " + problem));
+  throw Error(path + ": " + problem);
 }
 [[noreturn]] void fail_tensor(const std::string& path, const std::string& name,
                               const std::string& problem) {
-  throw Error(one_line(path + ": tensor '" + name + "': " + problem));
+  throw Error(path + ": tensor '" + name + "': " + problem);
 }
 
 std::string errno_text(int e) { return std::strerror(e); }
@@ -419,7 +418,7 @@ const TensorInfo* Checkpoint::find(std::string_view name) const {
 
 const TensorInfo& Checkpoint::get(std::string_view name) const {
   const TensorInfo* t = find(name);
-  if (!t) throw Error(one_line(dir_ + ": tensor '" + std::string(name) + "' not found"));
+  if (!t) throw Error(dir_ + ": tensor '" + std::string(name) + "' not found");
   return *t;
 }
 
@@ -428,8 +427,8 @@ const TensorInfo& Checkpoint::get(std::string_view name, const std::vector<int64
   if (t.shape != shape) {
     TensorInfo want;
     want.shape = shape;
-    throw Error(one_line(*t.file + ": tensor '" + t.name + "' has shape " + t.shape_str() +
-                         ", expected " + want.shape_str()));
+    throw Error(*t.file + ": tensor '" + t.name + "' has shape " + t.shape_str() + ", expected " +
+                want.shape_str());
   }
   return t;
 }
@@ -463,9 +462,8 @@ void Checkpoint::read_f32(const TensorInfo& t, float* out) {
       }
       return;
     default:
-      throw Error(one_line((t.file ? *t.file : std::string("?")) + ": tensor '" + t.name +
-                           "': dtype " + std::string(dtype_name(t.dtype)) +
-                           " cannot be read as float32"));
+      throw Error((t.file ? *t.file : std::string("?")) + ": tensor '" + t.name + "': dtype " +
+                  std::string(dtype_name(t.dtype)) + " cannot be read as float32");
   }
 }
 
