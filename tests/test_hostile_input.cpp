@@ -122,3 +122,20 @@ TEST_F(HostileInput, ConfigMessagesStayOneLine) {
   expect_error([&] { model::load_config(dir_.string()); }, path("config.json"),
                R"(unsupported architecture 'LlamaForCausal\n\x1b[2J')");
 }
+
+// Found by tests/fuzz/fuzz_config: a whole float outside int64's range was cast to int64
+// (undefined; the sanitizer build reports it), and 4 * hidden_size (the default intermediate size
+// of GPT-2 / NeoX / BLOOM) overflowed before hidden_size was bounded.
+TEST_F(HostileInput, ConfigHugeNumbersAreRefusedNotOverflowed) {
+  const std::string base = R"("intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 8,
+      "vocab_size": 512, "max_position_embeddings": 256)";
+  write("config.json", R"({"model_type": "llama", "hidden_size": 7e123, )" + base + "}");
+  expect_error([&] { model::load_config(dir_.string()); }, path("config.json"),
+               "field 'hidden_size' must be an integer, got 7e+123");
+  write("config.json", R"({"model_type": "gpt2", "n_embd": 4611686018427387904, "n_layer": 2,
+      "n_head": 1, "vocab_size": 512, "n_positions": 256})");
+  expect_error([&] { model::load_config(dir_.string()); }, path("config.json"),
+               "hidden_size (4611686018427387904) is implausibly large");
+  write("config.json", R"({"model_type": "llama", "hidden_size": 64.0, )" + base + "}");
+  EXPECT_EQ(model::load_config(dir_.string()).hidden_size, 64);  // whole floats still accepted
+}
