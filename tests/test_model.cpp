@@ -247,6 +247,41 @@ TEST_F(Stories, SixteenBitPrecisionsStayCloseToFp32) {
   }
 }
 
+// A bf16 checkpoint saved from the base model class (names without "model.", as some hub
+// repositories ship them): the loader finds the tensors, and holding it in bf16 gives exactly the
+// weights that rounding the float32 checkpoint to bf16 gives.
+TEST_F(Stories, Bf16CheckpointWithoutBasePrefix) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "llmint8_test_model_bf16";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(kStories + "/config.json", dir / "config.json");
+  {
+    auto ck = io::Checkpoint::open(kStories);
+    io::SafetensorsWriter w((dir / "model.safetensors").string());
+    const auto names = ck->names();
+    auto strip = [](const std::string& n) { return n.rfind("model.", 0) == 0 ? n.substr(6) : n; };
+    for (const auto& n : names) w.add(strip(n), DType::BF16, ck->get(n).shape);
+    for (const auto& n : names) {
+      const io::TensorInfo& t = ck->get(n);
+      std::vector<float> f(static_cast<size_t>(t.numel()));
+      io::Checkpoint::read_f32(t, f.data());
+      std::vector<uint16_t> b(f.size());
+      for (size_t i = 0; i < f.size(); ++i) b[i] = to_bf16(f[i]).bits;
+      w.write(strip(n), b.data());
+    }
+    w.commit();
+  }
+  auto a = Model::load(kStories, opts(Precision::BF16, 1));
+  auto b = Model::load(dir.string(), opts(Precision::BF16, 1));
+  const auto ids = ref_["greedy_from_bos_first_ids"].get<std::vector<int32_t>>();
+  std::vector<float> la, lb;
+  a->new_session()->forward(ids, &la, true);
+  b->new_session()->forward(ids, &lb, true);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(b->info().checkpoint_bytes, b->info().weight_bytes_16bit);
+  fs::remove_all(dir);
+}
+
 TEST_F(Stories, SessionLimits) {
   auto m = Model::load(kStories, opts(Precision::F32, 1));
   auto s = m->new_session(4);
@@ -489,7 +524,26 @@ TEST_F(Synthetic, LoadsAndRuns) {
   write(config(), tensors());
   auto m = Model::load(dir_, opts(Precision::F32));
   EXPECT_EQ(m->eos_id(), 2);  // first of the list
-  auto i8 = Model::load(dir_, opts(Precision::Int8));
+  EXPECT_EQ(m->eos_ids(), (std::vector<int32_t>{2, 3}));
+  std::ofstream(dir_ + "/generation_config.json") << R"({"eos_token_id": [5, 6, 7]})";
+  EXPECT_EQ(Model::load(dir_, opts(Precision::F32))->eos_ids(), (std::vector<int32_t>{5, 6, 7}));
+  std::ofstream(dir_ + "/generation_config.json") << R"({"eos_token_id": "x"})";
+  EXPECT_NE(error_of().find("generation_config.json: eos_token_id must be"), std::string::npos) << error_of();
+  fs::remove(dir_ + "/generation_config.json");
+  LoadOptions po = opts(Precision::Int8);
+  std::vector<std::pair<uint64_t, uint64_t>> calls;
+  po.progress = [&](uint64_t done, uint64_t total) { calls.emplace_back(done, total); };
+  auto i8 = Model::load(dir_, po);
+  ASSERT_GE(calls.size(), 2u);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, calls.back().second);
+    EXPECT_LE(calls[i].first, calls[i].second);
+    if (i) {
+      EXPECT_GE(calls[i].first, calls[i - 1].first);
+    }
+  }
+  EXPECT_EQ(calls.back().first, calls.back().second);
+  EXPECT_EQ(calls.back().second, i8->info().checkpoint_bytes);
   std::vector<float> a, b;
   const std::vector<int32_t> ids = {1, 5, 9, 30, 7};
   m->new_session()->forward(ids, &a, true);

@@ -72,6 +72,13 @@ class Model {
   virtual int64_t max_context() const = 0;  // max_position_embeddings (or n_positions / seq_length)
   virtual int32_t bos_id() const = 0;       // from config.json; -1 when absent
   virtual int32_t eos_id() const = 0;
+  // Every end-of-sequence id (Llama-3 lists several): generation_config.json's eos_token_id when
+  // that file gives one (what transformers' generate() stops on), else config.json's; the first
+  // equals eos_id(). Empty when neither gives one.
+  virtual std::vector<int32_t> eos_ids() const {
+    const int32_t e = eos_id();
+    return e < 0 ? std::vector<int32_t>{} : std::vector<int32_t>{e};
+  }
   // max_tokens: KV cache capacity; 0 = max_context().
   virtual std::unique_ptr<Session> new_session(int64_t max_tokens = 0) = 0;
 };

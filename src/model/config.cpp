@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -84,6 +85,42 @@ class Fields {
   const json& j_;
   const std::string& file_;
 };
+
+int32_t token_id(const Fields& f, std::initializer_list<const char*> keys, int32_t def) {
+  const int64_t v = f.integer(keys, def);
+  if (v < -1 || v > INT32_MAX) f.fail("token id " + std::to_string(v) + " out of range");
+  return int32_t(v);
+}
+
+// An id or a list of ids (eos_token_id).
+std::vector<int32_t> token_ids(const Fields& f, const char* key) {
+  std::vector<int32_t> out;
+  const json* e = f.find({key});
+  if (!e) return out;
+  auto one = [&](const json& v) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+      f.fail(std::string(key) + " must be a non-negative id or a list of them, got " + e->dump());
+    out.push_back(v.get<int32_t>());
+  };
+  if (e->is_array()) {
+    for (const auto& v : *e) one(v);
+  } else {
+    one(*e);
+  }
+  return out;
+}
+
+json read_json_file(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(file + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    throw Error(file + ": invalid JSON: " + std::string(e.what()));
+  }
+}
 
 std::string normalise_activation(const std::string& act, const std::string& file) {
   if (act == "silu" || act == "swish") return "silu";
@@ -247,19 +284,8 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
   const bool tie_default = fam == Family::OPT || fam == Family::GPT2 || fam == Family::Bloom;
   c.tie_word_embeddings = f.boolean({"tie_word_embeddings"}, tie_default);
 
-  c.bos_id = int32_t(f.integer({"bos_token_id"}, -1));
-  if (const json* e = f.find({"eos_token_id"})) {
-    if (e->is_number_integer()) {
-      c.eos_ids.push_back(e->get<int32_t>());
-    } else if (e->is_array()) {
-      for (const auto& v : *e) {
-        if (!v.is_number_integer()) f.fail("eos_token_id entries must be integers, got " + v.dump());
-        c.eos_ids.push_back(v.get<int32_t>());
-      }
-    } else {
-      f.fail("eos_token_id must be an integer or a list of integers, got " + e->dump());
-    }
-  }
+  c.bos_id = token_id(f, {"bos_token_id"}, -1);
+  c.eos_ids = token_ids(f, "eos_token_id");
 
   switch (fam) {
     case Family::Llama:
@@ -334,17 +360,17 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
 
 ModelConfig load_config(const std::string& dir) {
   const std::string file = dir + "/config.json";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(file + ": cannot open (is '" + dir + "' a Hugging Face model directory?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(ss.str());
-  } catch (const json::exception& e) {
-    throw Error(file + ": invalid JSON: " + std::string(e.what()));
+  if (!std::ifstream(file, std::ios::binary))
+    throw Error(file + ": cannot open (is '" + dir + "' a Hugging Face model directory?)");
+  ModelConfig c = parse_config(read_json_file(file), dir, file);
+  const std::string gen = dir + "/generation_config.json";
+  if (std::ifstream(gen, std::ios::binary)) {
+    const json g = read_json_file(gen);
+    if (!g.is_object()) throw Error(gen + ": not a JSON object");
+    std::vector<int32_t> eos = token_ids(Fields(g, gen), "eos_token_id");
+    if (!eos.empty()) c.eos_ids = std::move(eos);
   }
-  return parse_config(j, dir, file);
+  return c;
 }
 
 }  // namespace llmint8::model

@@ -36,7 +36,9 @@ struct ModelConfig {
 
   bool tie_word_embeddings = false;
   int32_t bos_id = -1;
-  std::vector<int32_t> eos_ids;  // empty when absent
+  // generation_config.json's eos_token_id when given (what generate() stops on), else
+  // config.json's; empty when neither has one.
+  std::vector<int32_t> eos_ids;
   std::string activation;        // normalised: "silu", "gelu", "gelu_tanh", "relu", "quick_gelu"
 
   // Biases (true = the Linear has one).
@@ -54,7 +56,8 @@ struct ModelConfig {
   int64_t rotary_dim() const;  // even number of rotated dims per head
 };
 
-// Parses and validates <dir>/config.json; throws Error("<dir>/config.json: ...").
+// Parses and validates <dir>/config.json (and the eos ids of <dir>/generation_config.json when
+// present); throws Error("<dir>/config.json: ...").
 ModelConfig load_config(const std::string& dir);
 // Same from an already parsed document (tests); `file` names it in messages.
 ModelConfig parse_config(const nlohmann::json& j, const std::string& dir, const std::string& file);

@@ -161,6 +161,7 @@ class TransformerModel final : public Model {
   int64_t max_context() const override { return c_.max_positions; }
   int32_t bos_id() const override { return c_.bos_id; }
   int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
+  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
     if (max_tokens < 0) throw Error("new_session: max_tokens must be >= 0");
     if (max_tokens == 0) max_tokens = c_.max_positions;
@@ -185,6 +186,7 @@ class TransformerModel final : public Model {
   std::string tname(const std::string& n) const;  // strips base_prefix when the checkpoint lacks it
   std::vector<float> read(const std::string& name, const std::vector<int64_t>& shape, DType* dtype);
   Storage float_storage(DType ckpt) const;
+  std::vector<float> read_small(const std::string& name, int64_t n);
   void load_linear(Linear& L, const std::string& module, int64_t out, int64_t in, bool bias,
                    bool allow_int8);
   void load_norm(Norm& n, const std::string& prefix);
@@ -247,6 +249,19 @@ Storage TransformerModel::float_storage(DType ckpt) const {
   return ckpt == DType::F16 ? Storage::F16 : ckpt == DType::BF16 ? Storage::BF16 : Storage::F32;
 }
 
+// Norm weights and biases: kept in float32, holding the values of the precision's type, as
+// transformers' model.to(dtype) rounds every parameter (under Int8: the checkpoint's own type).
+std::vector<float> TransformerModel::read_small(const std::string& name, int64_t n) {
+  DType dt = DType::F32;
+  std::vector<float> v = read(name, {n}, &dt);
+  const Storage st = float_storage(dt);
+  if (st == Storage::F16)
+    for (float& x : v) x = to_float(to_f16(x));
+  else if (st == Storage::BF16)
+    for (float& x : v) x = to_float(to_bf16(x));
+  return v;
+}
+
 void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t out, int64_t in,
                                    bool bias, bool allow_int8) {
   bool int8 = allow_int8 && opts_.precision == Precision::Int8;
@@ -291,7 +306,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     w = read(module + ".weight", {out, in}, &dt);
   }
   std::vector<float> b;
-  if (bias) b = read(module + ".bias", {out}, nullptr);
+  if (bias) b = read_small(module + ".bias", out);
 
   const bool per_head = &L != &lm_head_own_ && s_.qkv == QkvLayout::FusedPerHead &&
                         module.size() >= s_.qkv_fused.size() &&
@@ -342,8 +357,8 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
 
 void TransformerModel::load_norm(Norm& n, const std::string& prefix) {
   const int64_t H = c_.hidden_size;
-  n.w = read(prefix + ".weight", {H}, nullptr);
-  if (s_.norm == NormKind::LayerNorm) n.b = read(prefix + ".bias", {H}, nullptr);
+  n.w = read_small(prefix + ".weight", H);
+  if (s_.norm == NormKind::LayerNorm) n.b = read_small(prefix + ".bias", H);
   info_.weight_bytes += (n.w.size() + n.b.size()) * 4;
 }
 
