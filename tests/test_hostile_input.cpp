@@ -139,3 +139,21 @@ TEST_F(HostileInput, ConfigHugeNumbersAreRefusedNotOverflowed) {
   write("config.json", R"({"model_type": "llama", "hidden_size": 64.0, )" + base + "}");
   EXPECT_EQ(model::load_config(dir_.string()).hidden_size, 64);  // whole floats still accepted
 }
+
+// Found by tests/fuzz/fuzz_tokenizer_json: ids written as floats outside int64's range
+// ("id": 1.3e45) went through nlohmann's get<int64_t>(), a float-to-int cast that is undefined
+// there (the sanitizer build reports it); every id and count is now required to be an integer.
+TEST_F(HostileInput, TokenizerFloatIdsAreRefused) {
+  const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []})";
+  write("tokenizer.json", R"({"added_tokens": [{"id": 1.33e45, "content": "<s>"}], )" + model + "}");
+  expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer.json"),
+               "added token id is not an integer (number)");
+  write("tokenizer.json", R"({"decoder": {"type": "Strip", "content": " ", "start": 1e300, "stop": 0}, )" +
+                              model + "}");
+  expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer.json"),
+               "Strip decoder start is not an integer (number)");
+  write("tokenizer.json", R"({"post_processor": {"type": "BertProcessing", "cls": ["a", 1e100], "sep": ["b", 1]}, )" +
+                              model + "}");
+  expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer.json"),
+               "BertProcessing cls id is not an integer (number)");
+}

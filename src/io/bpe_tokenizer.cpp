@@ -27,6 +27,14 @@ namespace {
 using json = nlohmann::json;
 namespace uc = llmint8::unicode;
 
+// A JSON integer as int64. nlohmann's get<int64_t>() also converts a float, which is undefined
+// when the float is outside int64's range ("id": 1e45), so anything but an integer is an Error.
+int64_t json_int(const json& v, const std::string& file, const std::string& what) {
+  if (!v.is_number_integer())
+    throw Error(file + ": " + what + " is not an integer (" + std::string(v.type_name()) + ")");
+  return v.get<int64_t>();
+}
+
 // A unit of text in the pipeline. Added tokens travel as pieces with their id and are left
 // alone by the normalizer, pre-tokenizer and model.
 struct Piece {
@@ -601,7 +609,10 @@ DecoderPtr parse_decoder(const json& j, const std::string& file) {
   if (t == "Strip") {
     auto d = std::make_unique<StripDecoder>();
     d->content = j.value("content", std::string(" "));
-    const auto start = j.value("start", int64_t{0}), stop = j.value("stop", int64_t{0});
+    const auto count = [&](const char* k) {
+      return j.contains(k) ? json_int(j.at(k), file, std::string("Strip decoder ") + k) : int64_t{0};
+    };
+    const auto start = count("start"), stop = count("stop");
     if (start < 0 || stop < 0) throw Error(file + ": Strip decoder with a negative count");
     d->start = static_cast<size_t>(start);
     d->stop = static_cast<size_t>(stop);
@@ -852,7 +863,7 @@ PostProcessorPtr parse_post_processor(const json& j, const std::string& file,
         if (!specials.contains(name))
           throw Error(file + ": TemplateProcessing refers to undefined special token '" + name + "'");
         for (const json& id : specials.at(name).at("ids")) {
-          const auto v = id.get<int64_t>();
+          const auto v = json_int(id, file, "TemplateProcessing id");
           if (v < 0 || v > std::numeric_limits<int32_t>::max())
             throw Error(file + ": TemplateProcessing id " + std::to_string(v) + " is out of range");
           (seen_sequence ? p->after : p->before).push_back(static_cast<int32_t>(v));
@@ -867,7 +878,7 @@ PostProcessorPtr parse_post_processor(const json& j, const std::string& file,
     auto p = std::make_unique<TemplatePost>();
     const auto pair_id = [&](const char* k) {
       const json& v = j.at(k);
-      const auto id = v.at(1).get<int64_t>();
+      const auto id = json_int(v.at(1), file, t + " " + k + " id");
       if (id < 0 || id > std::numeric_limits<int32_t>::max())
         throw Error(file + ": " + t + " " + k + " id is out of range");
       return static_cast<int32_t>(id);
@@ -931,7 +942,7 @@ HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& file, const std
   for (const json& a : added_json) {
     AddedToken t;
     t.content = a.at("content").get<std::string>();
-    const auto id = a.at("id").get<int64_t>();
+    const auto id = json_int(a.at("id"), file, "added token id");
     if (id < 0 || id >= limit)
       throw Error(file + ": added token '" + t.content + "' has id " + std::to_string(id) +
                   " out of range [0, " + std::to_string(limit) + ")");
