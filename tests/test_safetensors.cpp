@@ -463,6 +463,76 @@ TEST_F(Safetensors, AcceptsEdgeCasesTheFormatAllows) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(f.find("a")->data), 8), "abcdefgh");
 }
 
+// Found by tests/fuzz/fuzz_safetensors: [2^62, 4, 0] is a valid empty tensor, but numel()
+// multiplied left to right overflowed int64 before reaching the 0 (signed overflow: undefined;
+// the sanitizer build of this test reports it).
+TEST_F(Safetensors, ZeroDimensionAfterOverflowingDimensions) {
+  const std::string p = path("z.safetensors");
+  write_bytes(p, raw_file(R"({"z": {"dtype": "F32", "shape": [4611686018427387904, 4, 0], "data_offsets": [0, 0]}})", ""));
+  SafetensorsFile f(p);
+  EXPECT_EQ(f.find("z")->numel(), 0);
+  EXPECT_EQ(f.find("z")->nbytes, 0u);
+  Checkpoint::read_f32(*f.find("z"), nullptr);  // nothing to read
+}
+
+// Found by tests/fuzz/fuzz_safetensors: names come from the file and may hold "\n" (a JSON
+// escape); the message must stay one line, with the control characters escaped.
+TEST_F(Safetensors, ControlCharactersInNamesKeepMessagesOneLine) {
+  const std::string p = path("ctl.safetensors");
+  write_bytes(p, raw_file(R"({"a\nb\u0007": {"dtype": "F\n32", "shape": [1], "data_offsets": [0, 4]}})",
+                          std::string(4, '\0')));
+  expect_bad_file(p, R"(tensor 'a\nb\x07': unknown dtype "F\n32")");
+}
+
+// The validation runs on any in-memory image, not only on a mapped file: the fuzz targets use it.
+TEST_F(Safetensors, ParseInMemoryImage) {
+  const std::string bytes = raw_file(
+      R"({"__metadata__": {"format": "pt"}, "w": {"dtype": "I8", "shape": [2, 2], "data_offsets": [0, 4]}})",
+      "\x01\x02\x03\x04");
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  const SafetensorsHeader h = SafetensorsFile::parse(data, bytes.size(), "mem");
+  ASSERT_EQ(h.tensors.size(), 1u);
+  EXPECT_EQ(h.tensors[0].name, "w");
+  EXPECT_EQ(h.tensors[0].data, data + bytes.size() - 4);
+  EXPECT_EQ(h.tensors[0].file, nullptr);
+  EXPECT_EQ(h.metadata.at("format"), "pt");
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    try {
+      SafetensorsFile::parse(data, cut, "mem");
+      ADD_FAILURE() << "image cut at " << cut << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("mem: ", 0), 0u) << e.what();
+    }
+  }
+}
+
+TEST_F(Safetensors, ParseIndexText) {
+  const auto map = Checkpoint::parse_index(
+      R"({"metadata": {"total_size": 8}, "weight_map": {"b": "s2.safetensors", "a": "s1.safetensors"}})",
+      "idx.json");
+  EXPECT_EQ(map, (std::vector<std::pair<std::string, std::string>>{{"a", "s1.safetensors"},
+                                                                   {"b", "s2.safetensors"}}));
+  auto bad = [](const std::string& text, const std::string& problem) {
+    try {
+      Checkpoint::parse_index(text, "idx.json");
+      ADD_FAILURE() << text << ": accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.rfind("idx.json: ", 0), 0u) << msg;
+      EXPECT_NE(msg.find(problem), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  };
+  bad("", "invalid JSON");
+  bad(R"({"weight_map": {"a": "x", "a": "y"}})", "duplicate JSON key 'a'");
+  bad(R"({"weight_map": {"a": "sub/x.safetensors"}})", "is not a plain file name");
+  bad(R"({"weight_map": {"a": "x\\y"}})", "is not a plain file name");
+  bad(R"({"weight_map": {"a": "x\u0000y"}})", "is not a plain file name");
+  bad(R"({"weight_map": {"a": "..x"}})", "is not a plain file name");
+  bad(R"({"weight_map": {"a\n": "."}})", R"(tensor 'a\n': shard name '.')");
+  bad(std::string(100, '['), "nested deeper");
+}
+
 TEST_F(Safetensors, HeaderOverSizeCap) {
   // A header length past the 100 MB cap inside a (sparse) file that is long enough.
   const std::string p = path("big.safetensors");

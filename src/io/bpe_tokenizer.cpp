@@ -12,6 +12,7 @@
 // families use are implemented; anything else is rejected at load with an "unsupported" Error.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <queue>
 #include <unordered_map>
@@ -25,6 +26,14 @@ namespace {
 
 using json = nlohmann::json;
 namespace uc = llmint8::unicode;
+
+// A JSON integer as int64. nlohmann's get<int64_t>() also converts a float, which is undefined
+// when the float is outside int64's range ("id": 1e45), so anything but an integer is an Error.
+int64_t json_int(const json& v, const std::string& file, const std::string& what) {
+  if (!v.is_number_integer())
+    throw Error(file + ": " + what + " is not an integer (" + std::string(v.type_name()) + ")");
+  return v.get<int64_t>();
+}
 
 // A unit of text in the pipeline. Added tokens travel as pieces with their id and are left
 // alone by the normalizer, pre-tokenizer and model.
@@ -600,7 +609,10 @@ DecoderPtr parse_decoder(const json& j, const std::string& file) {
   if (t == "Strip") {
     auto d = std::make_unique<StripDecoder>();
     d->content = j.value("content", std::string(" "));
-    const auto start = j.value("start", int64_t{0}), stop = j.value("stop", int64_t{0});
+    const auto count = [&](const char* k) {
+      return j.contains(k) ? json_int(j.at(k), file, std::string("Strip decoder ") + k) : int64_t{0};
+    };
+    const auto start = count("start"), stop = count("stop");
     if (start < 0 || stop < 0) throw Error(file + ": Strip decoder with a negative count");
     d->start = static_cast<size_t>(start);
     d->stop = static_cast<size_t>(stop);
@@ -851,7 +863,7 @@ PostProcessorPtr parse_post_processor(const json& j, const std::string& file,
         if (!specials.contains(name))
           throw Error(file + ": TemplateProcessing refers to undefined special token '" + name + "'");
         for (const json& id : specials.at(name).at("ids")) {
-          const auto v = id.get<int64_t>();
+          const auto v = json_int(id, file, "TemplateProcessing id");
           if (v < 0 || v > std::numeric_limits<int32_t>::max())
             throw Error(file + ": TemplateProcessing id " + std::to_string(v) + " is out of range");
           (seen_sequence ? p->after : p->before).push_back(static_cast<int32_t>(v));
@@ -866,7 +878,7 @@ PostProcessorPtr parse_post_processor(const json& j, const std::string& file,
     auto p = std::make_unique<TemplatePost>();
     const auto pair_id = [&](const char* k) {
       const json& v = j.at(k);
-      const auto id = v.at(1).get<int64_t>();
+      const auto id = json_int(v.at(1), file, t + " " + k + " id");
       if (id < 0 || id > std::numeric_limits<int32_t>::max())
         throw Error(file + ": " + t + " " + k + " id is out of range");
       return static_cast<int32_t>(id);
@@ -930,7 +942,7 @@ HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& file, const std
   for (const json& a : added_json) {
     AddedToken t;
     t.content = a.at("content").get<std::string>();
-    const auto id = a.at("id").get<int64_t>();
+    const auto id = json_int(a.at("id"), file, "added token id");
     if (id < 0 || id >= limit)
       throw Error(file + ": added token '" + t.content + "' has id " + std::to_string(id) +
                   " out of range [0, " + std::to_string(limit) + ")");
@@ -1131,10 +1143,55 @@ std::string HfBpeTokenizer::decode(std::span<const int32_t> ids, bool skip_speci
   return out;
 }
 
+// Resource caps, far above real tokenizers (Llama-3: 128K tokens, 280K merges, 9 MB; Gemma:
+// 256K tokens, 34 MB) so that a hostile or corrupt file fails with a message instead of
+// exhausting memory: the size is checked before the file is read, the counts while it is parsed
+// (the parse stops at the first entry over a cap).
+constexpr uint64_t kMaxTokenizerJsonBytes = uint64_t(1) << 30;  // 1 GiB
+constexpr size_t kMaxVocab = 2'000'000;                          // model.vocab, and added_tokens
+constexpr size_t kMaxMerges = 5'000'000;
+
+json read_tokenizer_json(const std::string& path) {
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  if (!ec && bytes > kMaxTokenizerJsonBytes)
+    throw Error(path + ": file is " + std::to_string(bytes) + " bytes, over the " +
+                std::to_string(kMaxTokenizerJsonBytes) + "-byte limit for a tokenizer.json");
+  const std::string text = read_file_bytes(path);
+  // Counts the entries of model.vocab, model.merges and added_tokens as the parser meets them
+  // (depth 1: keys of the root; 2: of "model"; 3: entries of model.vocab / model.merges).
+  std::string key1, key2;
+  size_t vocab = 0, merges = 0, added = 0;
+  auto over = [&](const char* what, size_t cap) {
+    throw Error(path + ": more than " + std::to_string(cap) + " " + what +
+                " (the limit for a tokenizer.json)");
+  };
+  auto count = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
+    using E = json::parse_event_t;
+    if (ev == E::key) {
+      if (depth == 1) key1 = parsed.get<std::string>();
+      else if (depth == 2) key2 = parsed.get<std::string>();
+      else if (depth == 3 && key1 == "model" && key2 == "vocab" && ++vocab > kMaxVocab)
+        over("vocabulary entries", kMaxVocab);
+    }
+    const bool element_done = ev == E::value || ev == E::array_end || ev == E::object_end;
+    if (element_done && depth == 3 && key1 == "model" && key2 == "merges" && ++merges > kMaxMerges)
+      over("merges", kMaxMerges);
+    if (element_done && depth == 2 && key1 == "added_tokens" && ++added > kMaxVocab)
+      over("added tokens", kMaxVocab);
+    return true;
+  };
+  try {
+    return json::parse(text, count);
+  } catch (const json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const std::string& dir) {
-  const json j = read_json_file(path);
+  const json j = read_tokenizer_json(path);
   try {
     return std::make_unique<HfBpeTokenizer>(j, path, dir);
   } catch (const json::exception& e) {

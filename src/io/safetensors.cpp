@@ -35,6 +35,7 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // safetensors header, and the cap bounds the parser's work on hostile input.
 constexpr int kMaxJsonDepth = 32;
 
+// Error escapes control characters, so quoting names from the file keeps messages one line.
 [[noreturn]] void fail(const std::string& path, const std::string& problem) {
   throw Error(path + ": " + problem);
 }
@@ -44,6 +45,11 @@ constexpr int kMaxJsonDepth = 32;
 }
 
 std::string errno_text(int e) { return std::strerror(e); }
+
+std::string too_short(size_t size) {
+  return "file is " + std::to_string(size) +
+         " bytes, shorter than the 8-byte header length (not a safetensors file)";
+}
 
 struct JsonStructureError {
   std::string problem;
@@ -106,8 +112,12 @@ std::string json_short(const json& v) {
 }  // namespace
 
 int64_t TensorInfo::numel() const {
+  // Validated on open: the product fits in int64 -- unless a zero dimension follows dimensions
+  // whose partial product would overflow ([2^62, 4, 0] is a valid empty tensor), so test for 0
+  // first.
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;  // validated on open: cannot overflow
+  for (int64_t d : shape) n *= d;
   return n;
 }
 
@@ -118,6 +128,122 @@ std::string TensorInfo::shape_str() const {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+SafetensorsHeader SafetensorsFile::parse(const uint8_t* base, size_t size,
+                                         const std::string& path) {
+  if (size < 8) fail(path, too_short(size));
+  SafetensorsHeader h;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];  // little-endian regardless of host
+  if (n > size - 8)
+    fail(path, "header length " + std::to_string(n) + " exceeds the file size " +
+                   std::to_string(size) + " (truncated or not a safetensors file)");
+  if (n > kMaxHeaderBytes)
+    fail(path, "header length " + std::to_string(n) + " exceeds the " +
+                   std::to_string(kMaxHeaderBytes) + "-byte limit");
+  const char* hdr = reinterpret_cast<const char*>(base + 8);
+  const uint8_t* data = base + 8 + n;
+  const uint64_t data_size = size - 8 - n;
+
+  json root;
+  try {
+    root = parse_json_strict(hdr, hdr + n);
+  } catch (const json::exception& e) {
+    fail(path, std::string("invalid JSON header: ") + e.what());
+  } catch (const JsonStructureError& e) {
+    fail(path, "invalid header: " + e.problem);
+  }
+  if (!root.is_object()) fail(path, "header is JSON " + std::string(root.type_name()) +
+                                        ", expected an object of tensors");
+
+  h.tensors.reserve(root.size());
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) fail(path, "__metadata__ is not an object");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string())
+          fail(path, "__metadata__ entry '" + m.key() + "' is not a string");
+        h.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (name.empty()) fail(path, "a tensor has an empty name");
+    if (!v.is_object()) fail_tensor(path, name, "entry is not an object");
+
+    TensorInfo t;
+    t.name = name;
+
+    const auto dt = v.find("dtype");
+    if (dt == v.end()) fail_tensor(path, name, "missing \"dtype\"");
+    if (!dt->is_string()) fail_tensor(path, name, "\"dtype\" is not a string");
+    if (!parse_dtype(dt->get_ref<const std::string&>(), &t.dtype))
+      fail_tensor(path, name, "unknown dtype \"" + dt->get<std::string>() + "\"");
+
+    const auto sh = v.find("shape");
+    if (sh == v.end()) fail_tensor(path, name, "missing \"shape\"");
+    if (!sh->is_array()) fail_tensor(path, name, "\"shape\" is not an array");
+    uint64_t numel = 1;
+    bool overflow = false;
+    for (const json& d : *sh) {
+      uint64_t dim = 0;
+      if (!json_nonneg_int(d, &dim))
+        fail_tensor(path, name, "shape entry " + json_short(d) +
+                                    " is not a non-negative 64-bit integer");
+      t.shape.push_back(int64_t(dim));
+      // numel must stay representable as int64 (TensorInfo::numel's type)
+      if (!overflow && (__builtin_mul_overflow(numel, dim, &numel) ||
+                        numel > uint64_t(std::numeric_limits<int64_t>::max())))
+        overflow = true;
+    }
+    // A zero dimension makes the product 0 however large the others are.
+    if (overflow && std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) {
+      overflow = false;
+      numel = 0;
+    }
+    uint64_t nbytes = 0;
+    if (overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(t.dtype)), &nbytes))
+      fail_tensor(path, name, "shape " + t.shape_str() + " overflows a 64-bit byte count");
+
+    const auto off = v.find("data_offsets");
+    if (off == v.end()) fail_tensor(path, name, "missing \"data_offsets\"");
+    uint64_t begin = 0, end = 0;
+    if (!off->is_array() || off->size() != 2 || !json_nonneg_int((*off)[0], &begin) ||
+        !json_nonneg_int((*off)[1], &end))
+      fail_tensor(path, name, "\"data_offsets\" " + json_short(*off) +
+                                  " is not [begin, end] of non-negative integers");
+    if (begin > end)
+      fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
+                                  std::to_string(end) + "] has begin > end");
+    if (end - begin != nbytes)
+      fail_tensor(path, name, "data_offsets span " + std::to_string(end - begin) +
+                                  " bytes but shape " + t.shape_str() + " of " +
+                                  std::string(dtype_name(t.dtype)) + " needs " +
+                                  std::to_string(nbytes));
+    if (end > data_size)
+      fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
+                                  std::to_string(end) + "] extend past the data area of " +
+                                  std::to_string(data_size) + " bytes (file truncated?)");
+    t.data = data + begin;
+    t.nbytes = size_t(nbytes);
+    h.tensors.push_back(std::move(t));
+  }
+
+  // Overlap check over the occupied byte ranges, in offset order. Zero-size tensors occupy no
+  // bytes and may sit anywhere inside the data area.
+  std::vector<const TensorInfo*> order;
+  for (const TensorInfo& t : h.tensors)
+    if (t.nbytes) order.push_back(&t);
+  std::sort(order.begin(), order.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->data < b->data; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const TensorInfo* prev = order[i - 1];
+    if (prev->data + prev->nbytes > order[i]->data)
+      fail_tensor(path, order[i]->name, "data overlaps tensor '" + prev->name + "'");
+  }
+  return h;
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
@@ -134,10 +260,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     fail(path, "not a regular file");
   }
   size_ = size_t(st.st_size);
-  if (size_ < 8) {
+  if (size_ < 8) {  // before mmap, which refuses an empty file
     ::close(fd);
-    fail(path, "file is " + std::to_string(size_) +
-                   " bytes, shorter than the 8-byte header length (not a safetensors file)");
+    fail(path, too_short(size_));
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_errno = errno;
@@ -149,117 +274,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
 
   // From here on the destructor does not run if we throw, so unmap on any failure.
   try {
-    const auto* base = static_cast<const uint8_t*>(map_);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];  // little-endian regardless of host
-    if (n > size_ - 8)
-      fail(path, "header length " + std::to_string(n) + " exceeds the file size " +
-                     std::to_string(size_) + " (truncated or not a safetensors file)");
-    if (n > kMaxHeaderBytes)
-      fail(path, "header length " + std::to_string(n) + " exceeds the " +
-                     std::to_string(kMaxHeaderBytes) + "-byte limit");
-    const char* hdr = reinterpret_cast<const char*>(base + 8);
-    const uint8_t* data = base + 8 + n;
-    const uint64_t data_size = size_ - 8 - n;
-
-    json root;
-    try {
-      root = parse_json_strict(hdr, hdr + n);
-    } catch (const json::exception& e) {
-      fail(path, std::string("invalid JSON header: ") + e.what());
-    } catch (const JsonStructureError& e) {
-      fail(path, "invalid header: " + e.problem);
-    }
-    if (!root.is_object()) fail(path, "header is JSON " + std::string(root.type_name()) +
-                                          ", expected an object of tensors");
-
-    tensors_.reserve(root.size());
-    for (auto it = root.begin(); it != root.end(); ++it) {
-      const std::string& name = it.key();
-      const json& v = it.value();
-      if (name == "__metadata__") {
-        if (!v.is_object()) fail(path, "__metadata__ is not an object");
-        for (auto m = v.begin(); m != v.end(); ++m) {
-          if (!m.value().is_string())
-            fail(path, "__metadata__ entry '" + m.key() + "' is not a string");
-          metadata_[m.key()] = m.value().get<std::string>();
-        }
-        continue;
-      }
-      if (name.empty()) fail(path, "a tensor has an empty name");
-      if (!v.is_object()) fail_tensor(path, name, "entry is not an object");
-
-      TensorInfo t;
-      t.name = name;
-      t.file = &path_;
-
-      const auto dt = v.find("dtype");
-      if (dt == v.end()) fail_tensor(path, name, "missing \"dtype\"");
-      if (!dt->is_string()) fail_tensor(path, name, "\"dtype\" is not a string");
-      if (!parse_dtype(dt->get_ref<const std::string&>(), &t.dtype))
-        fail_tensor(path, name, "unknown dtype \"" + dt->get<std::string>() + "\"");
-
-      const auto sh = v.find("shape");
-      if (sh == v.end()) fail_tensor(path, name, "missing \"shape\"");
-      if (!sh->is_array()) fail_tensor(path, name, "\"shape\" is not an array");
-      uint64_t numel = 1;
-      bool overflow = false;
-      for (const json& d : *sh) {
-        uint64_t dim = 0;
-        if (!json_nonneg_int(d, &dim))
-          fail_tensor(path, name, "shape entry " + json_short(d) +
-                                      " is not a non-negative 64-bit integer");
-        t.shape.push_back(int64_t(dim));
-        // numel must stay representable as int64 (TensorInfo::numel's type)
-        if (!overflow && (__builtin_mul_overflow(numel, dim, &numel) ||
-                          numel > uint64_t(std::numeric_limits<int64_t>::max())))
-          overflow = true;
-      }
-      // A zero dimension makes the product 0 however large the others are.
-      if (overflow && std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) {
-        overflow = false;
-        numel = 0;
-      }
-      uint64_t nbytes = 0;
-      if (overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(t.dtype)), &nbytes))
-        fail_tensor(path, name, "shape " + t.shape_str() + " overflows a 64-bit byte count");
-
-      const auto off = v.find("data_offsets");
-      if (off == v.end()) fail_tensor(path, name, "missing \"data_offsets\"");
-      uint64_t begin = 0, end = 0;
-      if (!off->is_array() || off->size() != 2 || !json_nonneg_int((*off)[0], &begin) ||
-          !json_nonneg_int((*off)[1], &end))
-        fail_tensor(path, name, "\"data_offsets\" " + json_short(*off) +
-                                    " is not [begin, end] of non-negative integers");
-      if (begin > end)
-        fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
-                                    std::to_string(end) + "] has begin > end");
-      if (end - begin != nbytes)
-        fail_tensor(path, name, "data_offsets span " + std::to_string(end - begin) +
-                                    " bytes but shape " + t.shape_str() + " of " +
-                                    std::string(dtype_name(t.dtype)) + " needs " +
-                                    std::to_string(nbytes));
-      if (end > data_size)
-        fail_tensor(path, name, "data_offsets [" + std::to_string(begin) + ", " +
-                                    std::to_string(end) + "] extend past the data area of " +
-                                    std::to_string(data_size) + " bytes (file truncated?)");
-      t.data = data + begin;
-      t.nbytes = size_t(nbytes);
-      tensors_.push_back(std::move(t));
-    }
-
-    // Overlap check over the occupied byte ranges, in offset order. Zero-size tensors occupy no
-    // bytes and may sit anywhere inside the data area.
-    std::vector<const TensorInfo*> order;
-    for (const TensorInfo& t : tensors_)
-      if (t.nbytes) order.push_back(&t);
-    std::sort(order.begin(), order.end(),
-              [](const TensorInfo* a, const TensorInfo* b) { return a->data < b->data; });
-    for (size_t i = 1; i < order.size(); ++i) {
-      const TensorInfo* prev = order[i - 1];
-      if (prev->data + prev->nbytes > order[i]->data)
-        fail_tensor(path, order[i]->name, "data overlaps tensor '" + prev->name + "'");
-    }
+    SafetensorsHeader h = parse(static_cast<const uint8_t*>(map_), size_, path_);
+    tensors_ = std::move(h.tensors);
+    metadata_ = std::move(h.metadata);
+    for (TensorInfo& t : tensors_) t.file = &path_;
   } catch (...) {
     ::munmap(map_, size_);
     map_ = nullptr;
@@ -323,6 +341,35 @@ std::string read_small_file(const std::string& path, size_t cap) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> Checkpoint::parse_index(
+    std::string_view text, const std::string& index_path) {
+  json idx;
+  try {
+    idx = parse_json_strict(text.data(), text.data() + text.size());
+  } catch (const json::exception& e) {
+    fail(index_path, std::string("invalid JSON: ") + e.what());
+  } catch (const JsonStructureError& e) {
+    fail(index_path, "invalid index: " + e.problem);
+  }
+  if (!idx.is_object()) fail(index_path, "not a JSON object");
+  const auto wm = idx.find("weight_map");
+  if (wm == idx.end()) fail(index_path, "missing \"weight_map\"");
+  if (!wm->is_object()) fail(index_path, "\"weight_map\" is not an object");
+
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(wm->size());
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string())
+      fail(index_path, "weight_map entry for tensor '" + it.key() + "' is not a string");
+    const std::string& shard = it.value().get_ref<const std::string&>();
+    if (!plain_file_name(shard))
+      fail(index_path, "tensor '" + it.key() + "': shard name '" + shard +
+                           "' is not a plain file name inside the checkpoint directory");
+    out.emplace_back(it.key(), shard);
+  }
+  return out;
+}
+
 std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
   auto ck = std::make_unique<Checkpoint>();
   ck->dir_ = dir;
@@ -347,39 +394,19 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
   if (!file_exists(index_path))
     throw Error(dir + ": no model.safetensors or model.safetensors.index.json");
 
-  json idx;
-  const std::string text = read_small_file(index_path, kMaxHeaderBytes);
-  try {
-    idx = parse_json_strict(text.data(), text.data() + text.size());
-  } catch (const json::exception& e) {
-    fail(index_path, std::string("invalid JSON: ") + e.what());
-  } catch (const JsonStructureError& e) {
-    fail(index_path, "invalid index: " + e.problem);
-  }
-  if (!idx.is_object()) fail(index_path, "not a JSON object");
-  const auto wm = idx.find("weight_map");
-  if (wm == idx.end()) fail(index_path, "missing \"weight_map\"");
-  if (!wm->is_object()) fail(index_path, "\"weight_map\" is not an object");
-
+  const auto weight_map = parse_index(read_small_file(index_path, kMaxHeaderBytes), index_path);
   std::map<std::string, const SafetensorsFile*> shards;  // each shard opened once
-  for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it.value().is_string())
-      fail(index_path, "weight_map entry for tensor '" + it.key() + "' is not a string");
-    const std::string& shard = it.value().get_ref<const std::string&>();
-    if (!plain_file_name(shard))
-      fail(index_path, "tensor '" + it.key() + "': shard name '" + shard +
-                           "' is not a plain file name inside the checkpoint directory");
+  for (const auto& [tensor, shard] : weight_map) {
     if (shards.count(shard)) continue;
     const std::string shard_path = base + "/" + shard;
     if (!file_exists(shard_path))
-      fail(index_path, "tensor '" + it.key() + "': shard '" + shard + "' does not exist");
+      fail(index_path, "tensor '" + tensor + "': shard '" + shard + "' does not exist");
     shards[shard] = add_file(std::make_unique<SafetensorsFile>(shard_path));
   }
-  for (auto it = wm->begin(); it != wm->end(); ++it) {
-    const SafetensorsFile* f = shards.at(it.value().get<std::string>());
-    if (!f->find(it.key()))
-      fail(index_path, "tensor '" + it.key() + "' is mapped to shard '" +
-                           it.value().get<std::string>() + "' which does not contain it");
+  for (const auto& [tensor, shard] : weight_map) {
+    if (!shards.at(shard)->find(tensor))
+      fail(index_path, "tensor '" + tensor + "' is mapped to shard '" + shard +
+                           "' which does not contain it");
   }
   return ck;
 }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "llmint8/dtype.h"
@@ -30,9 +31,20 @@ struct TensorInfo {
   std::string shape_str() const;  // "[64, 172]"
 };
 
+// What a validated header describes (see SafetensorsFile::parse).
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // data points into the parsed buffer; file is null
+  std::map<std::string, std::string> metadata;
+};
+
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);  // maps and validates; throws Error
+
+  // Validates a whole safetensors file image [data, data + size) held in memory (the mapping,
+  // or a fuzzer's buffer) and describes its tensors; errors name `path_for_messages`.
+  static SafetensorsHeader parse(const uint8_t* data, size_t size,
+                                 const std::string& path_for_messages);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -59,6 +71,12 @@ class SafetensorsFile {
 class Checkpoint {
  public:
   static std::unique_ptr<Checkpoint> open(const std::string& dir);
+
+  // Parses the text of model.safetensors.index.json into (tensor, shard file name) pairs:
+  // the JSON is an object with a "weight_map" object of strings, each a plain file name (no
+  // path components). Does not touch the file system; errors name `path_for_messages`.
+  static std::vector<std::pair<std::string, std::string>> parse_index(
+      std::string_view text, const std::string& path_for_messages);
 
   const std::string& dir() const { return dir_; }
   const TensorInfo* find(std::string_view name) const;

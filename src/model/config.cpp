@@ -50,7 +50,9 @@ class Fields {
       return def;
     }
     if (v->is_number_integer() || v->is_number_unsigned()) return v->get<int64_t>();
-    if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>())
+    // A whole float converts only inside int64's range (outside it the cast is undefined).
+    if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() &&
+        std::fabs(v->get<double>()) < 9.2e18)
       return int64_t(v->get<double>());
     fail("field '" + key_of(keys) + "' must be an integer, got " + v->dump());
   }
@@ -234,6 +236,11 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
   if (c.num_kv_heads <= 0)
     f.fail("num_key_value_heads must be positive, got " + std::to_string(c.num_kv_heads));
   if (c.vocab_size <= 0) f.fail("vocab_size must be positive, got " + std::to_string(c.vocab_size));
+  // Before 4 * hidden_size (a default below) can overflow; the same bound is checked with the
+  // others at the end.
+  if (c.hidden_size > (int64_t(1) << 24))
+    f.fail("hidden_size (" + std::to_string(c.hidden_size) + ") is implausibly large (> " +
+           std::to_string(int64_t(1) << 24) + ")");
 
   const bool explicit_head_dim = (fam == Family::Llama || fam == Family::Qwen2) && f.has({"head_dim"});
   if (explicit_head_dim) {
