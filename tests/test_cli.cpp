@@ -435,6 +435,22 @@ TEST_F(Cli, BadSafetensors) {
     h["model.layers.1.self_attn.q_proj.weight"]["data_offsets"] = {0, 16384};  // overlaps embed_tokens
   });
   expect_clean_error({"info", "-m", bad_off}, "model.safetensors");
+
+  // NaN and Inf weights: the file is well formed, the values are not (every precision refuses).
+  for (const char* bad : {"nan", "inf"}) {
+    const std::string d = copy_model(std::string("weights_") + bad);
+    std::string b = slurp(d + "/model.safetensors");
+    uint64_t n = 0;
+    std::memcpy(&n, b.data(), 8);
+    const json h = json::parse(b.substr(8, n));
+    const uint64_t off = 8 + n + h["model.layers.3.self_attn.v_proj.weight"]["data_offsets"][0].get<uint64_t>();
+    const float v = std::string(bad) == "nan" ? std::nanf("") : -INFINITY;
+    std::memcpy(b.data() + off + 4 * 17, &v, 4);
+    spit(d + "/model.safetensors", b);
+    for (const char* p : {"int8", "fp32", "fp16"})
+      expect_clean_error({"info", "-m", d, "--precision", p}, "v_proj.weight");
+    expect_clean_error({"quantize", "-m", d, "-o", tmp + "/q_" + bad}, "v_proj.weight");
+  }
 }
 
 TEST_F(Cli, BadTokenizers) {

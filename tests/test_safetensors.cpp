@@ -200,11 +200,22 @@ TEST_F(Safetensors, ReadF32ConvertsHalfTypes) {
   }
   auto ck = Checkpoint::open(dir_.string());
   float out[6];
-  Checkpoint::read_f32(ck->get("h", {6}), out);
+  // The conversion itself (Inf patterns included) ...
+  Checkpoint::read_f32_unchecked(ck->get("h", {6}), out);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(out[i], hv[i]) << i;
   EXPECT_TRUE(std::signbit(out[4]));
-  Checkpoint::read_f32(ck->get("b", {2, 2}), out);
+  Checkpoint::read_f32_unchecked(ck->get("b", {2, 2}), out);
   for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i], bv[i]) << i;
+  // ... and the checked read, which refuses non-finite weights naming the tensor and element.
+  for (const char* name : {"h", "b"}) {
+    try {
+      Checkpoint::read_f32(ck->get(name), out);
+      ADD_FAILURE() << name << ": Inf accepted";
+    } catch (const llmint8::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("tensor '") + name + "': holds Inf at element"),
+                std::string::npos) << e.what();
+    }
+  }
   Checkpoint::read_f32(ck->get("f"), out);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], f[i]) << i;
   try {

@@ -1,4 +1,5 @@
 // safetensors reader: see safetensors.h for the format and what is validated.
+#include <cmath>
 #include "io/safetensors.h"
 
 #include <fcntl.h>
@@ -440,7 +441,24 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
+namespace {
+// Weights must be finite: a NaN or Inf in a checkpoint is corruption, and would silently poison
+// every output (and the int8 row scales) rather than fail.
+void check_finite(const TensorInfo& t, const float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]))
+      throw Error((t.file ? *t.file : std::string("?")) + ": tensor '" + t.name + "': holds " +
+                  (std::isnan(v[i]) ? "NaN" : "Inf") + " at element " + std::to_string(i) +
+                  " (weights must be finite)");
+}
+}  // namespace
+
 void Checkpoint::read_f32(const TensorInfo& t, float* out) {
+  read_f32_unchecked(t, out);
+  check_finite(t, out, size_t(t.numel()));
+}
+
+void Checkpoint::read_f32_unchecked(const TensorInfo& t, float* out) {
   const size_t n = size_t(t.numel());
   // memcpy per element: the data area gives no alignment guarantee.
   switch (t.dtype) {

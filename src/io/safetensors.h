@@ -85,8 +85,11 @@ class Checkpoint {
   const TensorInfo& get(std::string_view name) const;
   const TensorInfo& get(std::string_view name, const std::vector<int64_t>& shape) const;
   std::vector<std::string> names() const;
-  // Converts F32/F16/BF16 to float32 into out[numel]; any other dtype throws.
+  // Converts F32/F16/BF16 to float32 into out[numel]; any other dtype throws, and so does a NaN
+  // or Inf value (Error naming the file, the tensor and the element).
   static void read_f32(const TensorInfo& t, float* out);
+  // The same conversion without the finiteness check (tools that inspect corrupt files).
+  static void read_f32_unchecked(const TensorInfo& t, float* out);
   void release_pages(const TensorInfo& t) const;
   // Largest single tensor in bytes (the loader's peak memory over the final model).
   size_t largest_tensor_bytes() const;
