@@ -49,16 +49,23 @@ int run_generate(GenerateArgs& a) {
   auto model = load_model(a.common);
 
   const bool stream = !a.common.json;
-  if (stream && !a.no_echo) {
+  // The prompt is echoed once generation has accepted it (valid UTF-8, fits the context), so a
+  // rejected prompt prints nothing but the error.
+  bool echoed = !stream || a.no_echo;
+  auto echo = [&] {
+    if (echoed) return;
+    echoed = true;
     std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
     std::fflush(stdout);
-  }
+  };
   auto on_text = [&](std::string_view piece) {
     if (!stream) return;
+    echo();
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
   GenerateResult r = generate(*model, *tok, a.prompt, go, on_text);
+  echo();  // nothing was generated (EOS first): the prompt still shows
   const double prefill_tps = per_second(double(r.prompt_ids.size()), r.prefill_seconds);
   const double decode_tps = per_second(double(r.decode_steps), r.decode_seconds);
 

@@ -474,6 +474,16 @@ TEST_F(Cli, BadTokenizers) {
 
 TEST_F(Cli, BadOptions) {
   const std::string f = text_file("t.txt", "Once upon a time there was a cat.");
+  // Text that is not UTF-8, and a prompt longer than the context: an error and nothing on stdout.
+  const std::string not_utf8 = "Once \xff\xfe upon";
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"generate", "-m", kStories, "-p", not_utf8, "-n", "2"},
+           {"generate", "-m", kStories, "-p", [] { std::string p; for (int i = 0; i < 600; ++i) p += "hello world "; return p; }(), "-n", "2"},
+           {"tokenize", "-m", kStories, "--text", text_file("bad.txt", not_utf8)},
+           {"perplexity", "-m", kStories, "--text", text_file("bad2.txt", not_utf8), "--ctx", "64"}}) {
+    const auto r = expect_clean_error(args);
+    EXPECT_EQ(r.out, "") << describe(args, r);
+  }
   expect_clean_error({"info", "-m", kStories, "--precision", "fp8"}, "fp8");
   expect_clean_error({"generate", "-m", kStories, "--precision", "int4", "-n", "2"}, "int4");
   expect_clean_error({"info", "-m", kStories, "--threshold", "-1"}, "threshold");
