@@ -1,5 +1,7 @@
 #include "cpu/convert.h"
 
+#include "cpu/cpu_features.h"
+
 #include <immintrin.h>
 
 #include "llmint8/dtype.h"
@@ -31,14 +33,13 @@ __attribute__((target("avx512f"))) void widen_bf16_avx512(const uint16_t* s, flo
   for (; i < n; ++i) d[i] = to_float(bf16{s[i]});
 }
 
-bool has_avx512() {
-  static const bool v = __builtin_cpu_supports("avx512f");
+// The CPU backend's detection: its AVX-512 tiers imply AVX-512F, its AVX2 tier AVX2 + F16C.
+Isa isa() {
+  static const Isa v = detect_isa();
   return v;
 }
-bool has_f16c() {
-  static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return v;
-}
+bool has_avx512() { return isa() >= Isa::Avx512Vnni; }
+bool has_f16c() { return isa() >= Isa::Avx2; }
 
 }  // namespace
 
