@@ -35,7 +35,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t.nbytes) spans.emplace_back(t.data, t.nbytes);
     if (t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::BF16) {
       std::vector<float> out(static_cast<size_t>(n));
-      Checkpoint::read_f32(t, out.data());
+      Checkpoint::read_f32_unchecked(t, out.data());  // every byte converted
+      try {
+        Checkpoint::read_f32(t, out.data());  // and refused, with an Error, if not finite
+      } catch (const llmint8::Error& e) {
+        fuzz::check(std::string(e.what()).find("weights must be finite") != std::string::npos,
+                    "read_f32 failed for another reason", t.name);
+      }
     } else {
       unsigned sum = 0;
       for (size_t i = 0; i < t.nbytes; ++i) sum += t.data[i];
