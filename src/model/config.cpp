@@ -360,8 +360,18 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
   if (j.contains("quantization_config")) {
     const json& q = j["quantization_config"];
     if (!q.is_object()) f.fail("quantization_config must be an object");
-    const std::string method = q.value("quant_method", std::string());
-    if (method != "bitsandbytes" || q.value("load_in_4bit", false) || !q.value("load_in_8bit", false))
+    // Typed reads only: a wrong JSON type is a config error, never a library exception.
+    auto flag = [&](const char* k) {
+      if (!q.contains(k) || q[k].is_null()) return false;
+      if (!q[k].is_boolean()) f.fail(std::string("quantization_config: ") + k + " must be true or false");
+      return q[k].get<bool>();
+    };
+    std::string method;
+    if (q.contains("quant_method")) {
+      if (!q["quant_method"].is_string()) f.fail("quantization_config: quant_method must be a string");
+      method = q["quant_method"].get<std::string>();
+    }
+    if (method != "bitsandbytes" || flag("load_in_4bit") || !flag("load_in_8bit"))
       f.fail("quantization_config: only bitsandbytes load_in_8bit checkpoints are supported (quant_method '" +
              method + "')");
     const json& t = q.contains("llm_int8_threshold") ? q["llm_int8_threshold"] : json(6.0);
