@@ -221,6 +221,82 @@ TEST_P(CudaFamily, PiecewiseForwardEqualsOneForward) {
   EXPECT_LE(rel_err(l, whole), 1e-6);
 }
 
+// Batched decoding: B sequences at different positions (prompts of different lengths), stepped
+// together, give each sequence's logits of running it alone. B = 5 takes the int8 decode GEMV
+// (M <= 16) and one attention block per sequence; B = 20 the GEMM path. The Linears' int8 parts
+// are exact and their epilogue bit-identical for any M, but cuBLAS may pick other fp16 kernels
+// for other M (lm_head, fp16 Linears): a small tolerance.
+TEST_P(CudaFamily, BatchedStepsEqualSeparateSessions) {
+  REQUIRE_GPU();
+  if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
+  const Ref ref = read_ref(dir());
+  for (Precision p : {Precision::F16, Precision::Int8}) {
+    auto gpu = Model::load(dir(), opts(p, "cuda"));
+    const int64_t V = gpu->vocab_size();
+    for (int64_t B : {int64_t(5), int64_t(20)}) {
+      auto batch = gpu->new_batch_session(B, 32);
+      ASSERT_EQ(batch->batch_size(), B);
+      std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(B));
+      std::vector<float> l;
+      for (int64_t b = 0; b < B; ++b) {
+        const size_t n = 1 + size_t(b * 7 % 11);  // 1..11 tokens
+        for (size_t i = 0; i < n; ++i) prompts[size_t(b)].push_back(ref.input_ids[(size_t(b) + i) % ref.input_ids.size()]);
+        batch->forward(b, prompts[size_t(b)], &l);
+        EXPECT_EQ(batch->position(b), int64_t(n));
+      }
+      // Three steps of the batch; the same tokens one sequence at a time.
+      std::vector<std::vector<float>> stepped(static_cast<size_t>(B));
+      for (int step = 0; step < 3; ++step) {
+        std::vector<int32_t> toks(static_cast<size_t>(B));
+        for (int64_t b = 0; b < B; ++b) toks[size_t(b)] = int32_t((b * 13 + step * 5 + 1) % V);
+        batch->step(toks, &l);
+        ASSERT_EQ(l.size(), size_t(B * V));
+        for (int64_t b = 0; b < B; ++b) {
+          prompts[size_t(b)].push_back(toks[size_t(b)]);
+          stepped[size_t(b)].insert(stepped[size_t(b)].end(), l.begin() + b * V, l.begin() + (b + 1) * V);
+        }
+      }
+      double worst = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        auto s = gpu->new_session(32);
+        const auto& ids = prompts[size_t(b)];
+        s->forward(std::span<const int32_t>(ids.data(), ids.size() - 3), &l);
+        std::vector<float> alone;
+        for (size_t i = ids.size() - 3; i < ids.size(); ++i) {
+          s->forward(std::span<const int32_t>(&ids[i], 1), &l);
+          alone.insert(alone.end(), l.begin(), l.end());
+        }
+        worst = std::max(worst, rel_err(stepped[size_t(b)], alone));
+        EXPECT_EQ(batch->position(b), int64_t(ids.size()));
+      }
+      std::printf("[%s] %s batch %lld: worst rel err vs separate sessions %.2e\n", GetParam().c_str(),
+                  std::string(precision_name(p)).c_str(), (long long)B, worst);
+      EXPECT_LE(worst, 5e-3) << precision_name(p) << " batch " << B;
+      // reset() and a wrong number of tokens.
+      const std::vector<int32_t> two = {1, 2};
+      EXPECT_THROW(batch->step(two, &l), Error);
+      EXPECT_THROW(batch->forward(B, two, &l), Error);
+      batch->reset();
+      for (int64_t b = 0; b < B; ++b) EXPECT_EQ(batch->position(b), 0);
+    }
+  }
+}
+
+// A batch step that would overflow one sequence's capacity fails and changes nothing.
+TEST(CudaModel, BatchedStepCapacity) {
+  REQUIRE_GPU();
+  const std::string dir = kFixtures + "/llama";
+  if (!fs::exists(dir + "/config.json")) GTEST_SKIP() << "fixture absent: " << dir;
+  auto m = Model::load(dir, opts(Precision::Int8, "cuda"));
+  auto batch = m->new_batch_session(3, 4);
+  std::vector<float> l;
+  const std::vector<int32_t> four = {1, 2, 3, 4}, three = {5, 6, 7};
+  batch->forward(1, four, &l);
+  EXPECT_THROW(batch->step(three, &l), Error);
+  for (int64_t b = 0; b < 3; ++b) EXPECT_EQ(batch->position(b), b == 1 ? 4 : 0);
+  EXPECT_THROW(m->new_batch_session(0), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFamily,
                          ::testing::Values("llama", "qwen2", "gpt2", "opt", "gpt_neox", "bloom"));
 

@@ -294,6 +294,37 @@ TEST_F(Stories, SessionLimits) {
   EXPECT_THROW(Model::load(kStories, [] { LoadOptions o; o.device = "tpu"; return o; }()), Error);
 }
 
+// The CPU model's batch session (Model::new_batch_session's default: one session per sequence)
+// gives each sequence exactly what it gives alone, at different positions.
+TEST_F(Stories, BatchSessionEqualsSeparateSessions) {
+  auto m = Model::load(kStories, opts(Precision::Int8, 1));
+  auto batch = m->new_batch_session(3, 16);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 400}, {1, 300, 301, 302}, {1}};
+  std::vector<float> lg;
+  for (int64_t b = 0; b < 3; ++b) batch->forward(b, prompts[size_t(b)], &lg);
+  const std::vector<int32_t> toks = {5, 6, 7};
+  batch->step(toks, &lg);
+  ASSERT_EQ(lg.size(), size_t(3 * m->vocab_size()));
+  for (int64_t b = 0; b < 3; ++b) {
+    auto s = m->new_session(16);
+    std::vector<float> alone;
+    s->forward(prompts[size_t(b)], &alone);
+    s->forward(std::span<const int32_t>(&toks[size_t(b)], 1), &alone);
+    EXPECT_TRUE(std::equal(alone.begin(), alone.end(), lg.begin() + b * m->vocab_size())) << "sequence " << b;
+    EXPECT_EQ(batch->position(b), int64_t(prompts[size_t(b)].size()) + 1);
+  }
+  // Refused steps change nothing: a wrong count, an id out of range, a full sequence.
+  const std::vector<int32_t> two = {1, 2}, bad = {1, 2, 512};
+  EXPECT_THROW(batch->step(two, &lg), Error);
+  EXPECT_THROW(batch->step(bad, &lg), Error);
+  const std::vector<int32_t> eleven(11, 9);
+  batch->forward(1, eleven, &lg);  // sequence 1 now full (16)
+  EXPECT_THROW(batch->step(toks, &lg), Error);
+  EXPECT_EQ(batch->position(0), 3);
+  EXPECT_THROW(batch->forward(3, toks, &lg), Error);
+  EXPECT_THROW(m->new_batch_session(0), Error);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tiny random checkpoints of each family vs transformers (tests/fixtures, tools/make_fixtures.py)
 

@@ -69,6 +69,27 @@ class Session {
   virtual int64_t position() const = 0;
 };
 
+// Several sequences decoded together. Each step() feeds one token to every sequence, so the
+// Linears multiply a batch of rows at once (on a GPU that costs about what one row does: the
+// weights are read once per step for the whole batch). Sequences have their own KV cache and
+// position; they may be at different positions.
+//
+//   auto batch = model->new_batch_session(8);
+//   for (int b = 0; b < 8; ++b) batch->forward(b, prompt[b], &logits);  // prefill each one
+//   batch->step(next_ids, &logits);                                      // logits [8, vocab]
+class BatchSession {
+ public:
+  virtual ~BatchSession() = default;
+  virtual int64_t batch_size() const = 0;
+  // Runs `tokens` after those already in sequence b's cache (a prompt); logits gets [vocab] of the
+  // last token when given.
+  virtual void forward(int64_t b, std::span<const int32_t> tokens, std::vector<float>* logits) = 0;
+  // One token for every sequence (tokens.size() == batch_size()); logits gets [batch, vocab].
+  virtual void step(std::span<const int32_t> tokens, std::vector<float>* logits) = 0;
+  virtual int64_t position(int64_t b) const = 0;
+  virtual void reset() = 0;  // every sequence back to position 0
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -88,6 +109,9 @@ class Model {
   }
   // max_tokens: KV cache capacity; 0 = max_context().
   virtual std::unique_ptr<Session> new_session(int64_t max_tokens = 0) = 0;
+  // `batch` sequences of up to max_tokens each (0 = max_context()). The GPU model batches the
+  // step for real; the default (the CPU model) runs the sequences one after another.
+  virtual std::unique_ptr<BatchSession> new_batch_session(int64_t batch, int64_t max_tokens = 0);
 };
 
 }  // namespace llmint8

@@ -78,16 +78,39 @@ struct GLayer {
 
 class CudaModel;
 
-class CudaSession final : public Session {
+// The state of nseq sequences (a Session is nseq = 1, a BatchSession nseq = B). A forward pass
+// runs either one sequence's tokens (a prompt or a step: the Session API, BatchSession::forward)
+// or one token of every sequence (BatchSession::step). The kernels see this as nq query groups of
+// Mq consecutive tokens each: group g reads and appends to sequence g's cache at its own position.
+class CudaSession final : public Session, public BatchSession {
  public:
-  CudaSession(CudaModel& m, int64_t capacity);
+  CudaSession(CudaModel& m, int64_t capacity, int64_t nseq = 1);
   ~CudaSession() override;
-  void forward(std::span<const int32_t> tokens, std::vector<float>* logits, bool all_logits) override;
-  void reset() override { pos_ = 0; }
-  int64_t position() const override { return pos_; }
+  // Session (sequence 0)
+  void forward(std::span<const int32_t> tokens, std::vector<float>* logits, bool all_logits) override {
+    run(0, tokens, logits, all_logits);
+  }
+  void reset() override { std::fill(pos_.begin(), pos_.end(), 0); }
+  int64_t position() const override { return pos_[0]; }
+  // BatchSession
+  int64_t batch_size() const override { return nseq_; }
+  void forward(int64_t b, std::span<const int32_t> tokens, std::vector<float>* logits) override {
+    if (b < 0 || b >= nseq_)
+      throw Error("batch session: sequence " + std::to_string(b) + " out of range [0, " + std::to_string(nseq_) + ")");
+    run(b, tokens, logits, false);
+  }
+  void step(std::span<const int32_t> tokens, std::vector<float>* logits) override {
+    if (int64_t(tokens.size()) != nseq_)
+      throw Error("batch step: " + std::to_string(tokens.size()) + " tokens given for " + std::to_string(nseq_) +
+                  " sequences");
+    run(-1, tokens, logits, true);
+  }
+  int64_t position(int64_t b) const override { return pos_.at(size_t(b)); }
 
  private:
   friend class CudaModel;
+  // seq >= 0: tokens of sequence seq; seq = -1: one token of every sequence.
+  void run(int64_t seq, std::span<const int32_t> tokens, std::vector<float>* logits, bool all_logits);
   template <class T> void enqueue(int64_t M, int64_t rows);
   template <class T> void attention(int64_t l, const T* in, int64_t M, T* out);
   template <class T> void mlp(int64_t l, const T* in, int64_t M, T* out);
@@ -96,10 +119,16 @@ class CudaSession final : public Session {
   void ensure_scratch(int64_t M, int64_t rows);
   void* dalloc(size_t bytes, const char* what);
 
+  // K or V cache of layer l, at the first sequence of this pass (seq_).
+  template <class T> T* cache(void* base, int64_t l) const;
+
   CudaModel& m_;
   int64_t capacity_;
-  int64_t pos_ = 0;
-  // KV cache: [layers][cache_cap_][kvd] of the io type, one allocation each for K and V.
+  int64_t nseq_;
+  std::vector<int64_t> pos_;  // per sequence
+  // The pass being enqueued: its first sequence, query groups and tokens per group.
+  int64_t seq_ = 0, nq_ = 1, Mq_ = 1;
+  // KV cache: [layers][nseq_][cache_cap_][kvd] of the io type, one allocation each for K and V.
   void* K_ = nullptr;
   void* V_ = nullptr;
   int64_t cache_cap_ = 0;
@@ -117,10 +146,12 @@ class CudaSession final : public Session {
   void* scores_ = nullptr;
   size_t scores_bytes_ = 0;
   int32_t* h_tok_ = nullptr;  // pinned [scr_M_]
-  int* h_pos_ = nullptr;      // pinned
+  int* h_pos_ = nullptr;      // pinned [nseq_]: start position of each query group
   int generation_ = 0;        // bumped by every reallocation: invalidates the graph
+  // One-token steps (Mq = 1) replay a graph captured for this (first sequence, groups) pair.
   cudaGraphExec_t graph_ = nullptr;
   int graph_generation_ = -1;
+  int64_t graph_seq_ = -2, graph_nq_ = 0;
 };
 
 class CudaModel final : public Model {
@@ -140,6 +171,11 @@ class CudaModel final : public Model {
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
     max_tokens = session_capacity(c_, s_, max_tokens);
     return std::make_unique<CudaSession>(*this, max_tokens);
+  }
+  std::unique_ptr<BatchSession> new_batch_session(int64_t batch, int64_t max_tokens) override {
+    if (batch <= 0) throw Error("new_batch_session: batch must be >= 1, got " + std::to_string(batch));
+    max_tokens = session_capacity(c_, s_, max_tokens);
+    return std::make_unique<CudaSession>(*this, max_tokens, batch);
   }
   uint64_t resident() const { return resident_; }
 
@@ -511,7 +547,14 @@ void CudaModel::lm_head(const T* X, int64_t rows, float* logits) {
              "cublasGemmEx(lm_head)");
 }
 
-CudaSession::CudaSession(CudaModel& m, int64_t capacity) : m_(m), capacity_(capacity) {}
+CudaSession::CudaSession(CudaModel& m, int64_t capacity, int64_t nseq)
+    : m_(m), capacity_(capacity), nseq_(nseq), pos_(size_t(nseq), 0) {}
+
+template <class T>
+T* CudaSession::cache(void* base, int64_t l) const {
+  const int64_t kvd = m_.c_.num_kv_heads * m_.c_.head_dim;
+  return static_cast<T*>(base) + ((l * nseq_ + seq_) * cache_cap_) * kvd;
+}
 
 CudaSession::~CudaSession() {
   cudaSetDevice(m_.device_);
@@ -543,7 +586,8 @@ void CudaSession::ensure_cache(int64_t tokens) {
   const int64_t cap = std::min<int64_t>(capacity_, std::max<int64_t>({tokens, 2 * cache_cap_, 256}));
   const ModelConfig& c = m_.c_;
   const size_t kvd = size_t(c.num_kv_heads * c.head_dim), L = size_t(c.num_layers);
-  const size_t bytes = L * size_t(cap) * kvd * 2;
+  const size_t bytes = L * size_t(nseq_) * size_t(cap) * kvd * 2;
+  const int64_t used = *std::max_element(pos_.begin(), pos_.end());
   check(cudaStreamSynchronize(m_.st_), "cudaStreamSynchronize");
   void* K = dalloc(bytes, "the KV cache");
   void* V = nullptr;
@@ -553,12 +597,13 @@ void CudaSession::ensure_cache(int64_t tokens) {
     cudaFree(K);
     throw;
   }
-  if (K_ && pos_ > 0) {
-    // Per layer: the first pos_ rows of the old [cache_cap_, kvd] slab.
-    check(cudaMemcpy2DAsync(K, size_t(cap) * kvd * 2, K_, size_t(cache_cap_) * kvd * 2, size_t(pos_) * kvd * 2, L,
-                            cudaMemcpyDeviceToDevice, m_.st_), "cudaMemcpy2D(K cache)");
-    check(cudaMemcpy2DAsync(V, size_t(cap) * kvd * 2, V_, size_t(cache_cap_) * kvd * 2, size_t(pos_) * kvd * 2, L,
-                            cudaMemcpyDeviceToDevice, m_.st_), "cudaMemcpy2D(V cache)");
+  if (K_ && used > 0) {
+    // Per (layer, sequence): the first `used` rows of the old [cache_cap_, kvd] slab.
+    const size_t slabs = L * size_t(nseq_);
+    check(cudaMemcpy2DAsync(K, size_t(cap) * kvd * 2, K_, size_t(cache_cap_) * kvd * 2, size_t(used) * kvd * 2,
+                            slabs, cudaMemcpyDeviceToDevice, m_.st_), "cudaMemcpy2D(K cache)");
+    check(cudaMemcpy2DAsync(V, size_t(cap) * kvd * 2, V_, size_t(cache_cap_) * kvd * 2, size_t(used) * kvd * 2,
+                            slabs, cudaMemcpyDeviceToDevice, m_.st_), "cudaMemcpy2D(V cache)");
     check(cudaStreamSynchronize(m_.st_), "cudaStreamSynchronize");
   }
   if (K_) cudaFree(K_);
@@ -572,14 +617,14 @@ void CudaSession::ensure_cache(int64_t tokens) {
 // Key splits of the decode attention (M <= 16): about 2 blocks per SM (H100, Llama-3-8B shape,
 // 2K-token cache, batch 1: 5.73 ms/token at 2 per SM, 5.83 at 1, 6.07 at 4, 6.58 at 8). Fixed per
 // M (not per cache length) so that one CUDA graph serves every step; empty splits exit early.
-int attn_splits(int64_t M, int64_t group, int64_t nkv, int sms) {
-  if (M > 16) return 1;
+int attn_splits(int64_t nq, int64_t Mq, int64_t group, int64_t nkv, int sms) {
+  if (Mq > 16) return 1;
   // Tuning override for measurements: LLMINT8_CUDA_ATTN_BLOCKS_PER_SM (default 2).
   static const int per_sm = [] {
     const char* e = std::getenv("LLMINT8_CUDA_ATTN_BLOCKS_PER_SM");
     return e && std::atoi(e) > 0 ? std::atoi(e) : 2;
   }();
-  const int64_t blocks = (M * group + mk::kAttnRows - 1) / mk::kAttnRows * nkv;
+  const int64_t blocks = nq * ((Mq * group + mk::kAttnRows - 1) / mk::kAttnRows) * nkv;
   return int(std::clamp<int64_t>((int64_t(per_sm) * sms + blocks - 1) / blocks, 1, mk::kAttnMaxSplits));
 }
 
@@ -613,13 +658,13 @@ void CudaSession::ensure_scratch(int64_t M, int64_t rows) {
   u_ = dalloc(m * I * 2, "activations");
   logits_ = static_cast<float*>(dalloc(size_t(rows) * size_t(c.vocab_size) * 4, "logits"));
   const size_t S = mk::kAttnMaxSplits;  // the most splits attn_splits picks (M <= 16 only)
-  const size_t pm = std::min<size_t>(m, 16);
+  const size_t pm = std::max<size_t>(std::min<size_t>(m, 16), size_t(nseq_));  // decode rows
   part_acc_ = static_cast<float*>(dalloc(S * pm * size_t(c.num_heads) * size_t(c.head_dim) * 4, "attention partials"));
   part_ml_ = static_cast<float*>(dalloc(S * pm * size_t(c.num_heads) * 2 * 4, "attention partials"));
   d_tok_ = static_cast<int32_t*>(dalloc(m * 4, "token ids"));
-  d_pos_ = static_cast<int*>(dalloc(4, "position"));
+  d_pos_ = static_cast<int*>(dalloc(size_t(nseq_) * 4, "positions"));
   check(cudaMallocHost(&h_tok_, m * 4), "cudaMallocHost");
-  check(cudaMallocHost(&h_pos_, 4), "cudaMallocHost");
+  check(cudaMallocHost(&h_pos_, size_t(nseq_) * 4), "cudaMallocHost");
   scr_M_ = M;
   scr_rows_ = rows;
   ++generation_;
@@ -635,13 +680,15 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
   const int64_t ldq = qd + 2 * kvd;
   T* qkv = static_cast<T*>(qkv_);
   m.linear(L.qkv, in, M, qkv);
-  T* Kc = static_cast<T*>(K_) + size_t(l) * size_t(cache_cap_) * size_t(kvd);
-  T* Vc = static_cast<T*>(V_) + size_t(l) * size_t(cache_cap_) * size_t(kvd);
+  T* Kc = cache<T>(K_, l);
+  T* Vc = cache<T>(V_, l);
+  const int64_t seq_stride = cache_cap_ * kvd;  // between the sequences of a batched step
+  const mk::QueryGroups qg{d_pos_, int(Mq_), seq_stride};
   if (m.s_.pos == PosKind::RoPE)
     mk::rope_kv_kernel<T><<<dim3(unsigned(M), unsigned(NH + NKV)), unsigned(std::min(256, (D + 31) / 32 * 32)), 0,
-                            m.st_>>>(qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, d_pos_, Kc, Vc);
+                            m.st_>>>(qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, qg, Kc, Vc);
   else
-    mk::kv_append_kernel<T><<<unsigned(M), 256, 0, m.st_>>>(qkv, ldq, qd, kvd, d_pos_, Kc, Vc);
+    mk::kv_append_kernel<T><<<unsigned(M), 256, 0, m.st_>>>(qkv, ldq, qd, kvd, qg, Kc, Vc);
   check_launch("rope_kv_kernel");
 
   float scale = 1.0f / std::sqrt(float(D));
@@ -650,15 +697,16 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
   }
   const int group = NH / NKV;
-  if (M > 16) {
+  if (Mq_ > 16) {  // one sequence's prompt (nq == 1)
     prefill_attention<T>(qkv, Kc, Vc, M, scale);
     m.linear(L.o, static_cast<const T*>(ctx_), M, out);
     return;
   }
-  const int S = attn_splits(M, group, NKV, m.sm_count_);
-  mk::AttnParams<T> p{qkv, ldq, Kc, Vc, static_cast<T*>(ctx_), part_acc_, part_ml_, d_pos_, m.slopes_, scale,
+  const int S = attn_splits(nq_, Mq_, group, NKV, m.sm_count_);
+  mk::AttnParams<T> p{qkv, ldq, Kc, Vc, static_cast<T*>(ctx_), part_acc_, part_ml_, qg, m.slopes_, scale,
                       int(M), NH, NKV, D, int(c.sliding_window), S};
-  const dim3 grid(unsigned((M * group + mk::kAttnRows - 1) / mk::kAttnRows), unsigned(NKV), unsigned(S));
+  const int64_t blocks_per_group = (Mq_ * group + mk::kAttnRows - 1) / mk::kAttnRows;
+  const dim3 grid(unsigned(nq_ * blocks_per_group), unsigned(NKV), unsigned(S));
   if (grid.x > 2147483647u || grid.y > 65535) throw Error("attention: shape too large");
   if (D % 8 == 0)
     mk::attention_kernel<T, true><<<grid, mk::kAttnThreads, mk::attn_smem_bytes(D, 2, true), m.st_>>>(p);
@@ -687,7 +735,7 @@ void CudaSession::prefill_attention(const T* qkv, const T* Kc, const T* Vc, int6
   const ModelConfig& c = m.c_;
   const int D = int(c.head_dim), NH = int(c.num_heads), NKV = int(c.num_kv_heads), group = NH / NKV;
   const int64_t qd = int64_t(NH) * D, kvd = int64_t(NKV) * D, ldq = qd + 2 * kvd;
-  const int64_t p0 = pos_, Tfull = p0 + M;
+  const int64_t p0 = pos_[size_t(seq_)], Tfull = p0 + M;
   const size_t per_score = sizeof(ST) + sizeof(T);
   const size_t budget = 128ull << 20;
   const int64_t Mc = std::clamp<int64_t>(int64_t(budget / (size_t(NH) * size_t(Tfull) * per_score)), 16, M);
@@ -772,7 +820,8 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
   };
 
   mk::embed_kernel<T><<<unsigned(M), 256, 0, st>>>(d_tok_, H, static_cast<const T*>(m.embed_.w),
-                                                   static_cast<const T*>(m.pos_embed_.w), d_pos_, int(s.pos_offset), x_);
+                                                   static_cast<const T*>(m.pos_embed_.w),
+                                                   mk::QueryGroups{d_pos_, int(Mq_), 0}, int(s.pos_offset), x_);
   check_launch("embed_kernel");
   if (m.embed_norm_.w) norm(m.embed_norm_, x_, M, nullptr, x_);
 
@@ -817,37 +866,50 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
   m.lm_head<T>(a, rows, logits_);
 }
 
-void CudaSession::forward(std::span<const int32_t> tokens, std::vector<float>* logits, bool all_logits) {
+void CudaSession::run(int64_t seq, std::span<const int32_t> tokens, std::vector<float>* logits, bool all_logits) {
   const ModelConfig& c = m_.c_;
   const int64_t M = int64_t(tokens.size()), V = c.vocab_size;
   if (M == 0) throw Error("forward: no tokens given");
-  if (pos_ + M > capacity_)
-    throw Error("forward: " + std::to_string(pos_ + M) + " tokens exceed the session's capacity of " +
-                std::to_string(capacity_));
+  // One sequence's M tokens, or one token of each of the nseq_ sequences.
+  const int64_t first = seq < 0 ? 0 : seq, nq = seq < 0 ? nseq_ : 1, Mq = seq < 0 ? 1 : M;
+  int64_t end = 0;
+  for (int64_t g = first; g < first + nq; ++g) {
+    if (pos_[size_t(g)] + Mq > capacity_)
+      throw Error("forward: " + std::to_string(pos_[size_t(g)] + Mq) + " tokens exceed the session's capacity of " +
+                  std::to_string(capacity_));
+    end = std::max(end, pos_[size_t(g)] + Mq);
+  }
   for (int64_t i = 0; i < M; ++i)
     if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= V)
       throw Error("forward: token id " + std::to_string(tokens[size_t(i)]) + " out of range [0, " +
                   std::to_string(V) + ")");
   check(cudaSetDevice(m_.device_), "cudaSetDevice");
   const int64_t rows = logits ? (all_logits ? M : 1) : 0;
-  ensure_cache(pos_ + M);
+  ensure_cache(end);
   ensure_scratch(M, std::max<int64_t>(rows, 1));
+  seq_ = first;
+  nq_ = nq;
+  Mq_ = Mq;
   cudaStream_t st = m_.st_;
   // The previous step's copies out of the pinned buffers are finished (forward ends synchronised).
   std::memcpy(h_tok_, tokens.data(), size_t(M) * 4);
-  *h_pos_ = int(pos_);
+  for (int64_t g = 0; g < nq; ++g) h_pos_[g] = int(pos_[size_t(first + g)]);
   check(cudaMemcpyAsync(d_tok_, h_tok_, size_t(M) * 4, cudaMemcpyHostToDevice, st), "cudaMemcpy(tokens)");
-  check(cudaMemcpyAsync(d_pos_, h_pos_, 4, cudaMemcpyHostToDevice, st), "cudaMemcpy(position)");
+  check(cudaMemcpyAsync(d_pos_, h_pos_, size_t(nq) * 4, cudaMemcpyHostToDevice, st), "cudaMemcpy(positions)");
 
   const bool bf = m_.io_ == DType::BF16;
-  auto run = [&](int64_t r) { bf ? enqueue<__nv_bfloat16>(M, r) : enqueue<__half>(M, r); };
+  auto enqueue_all = [&](int64_t r) { bf ? enqueue<__nv_bfloat16>(M, r) : enqueue<__half>(M, r); };
   const char* ng = std::getenv("LLMINT8_CUDA_NO_GRAPH");  // measurements: 1 = plain launches
   const bool no_graph = ng && std::atoi(ng) != 0;
-  if (M == 1 && rows == 1 && !no_graph && graph_ && graph_generation_ == generation_) {
+  // One-token steps (of one sequence, or of all of them) with their logits replay a graph: its
+  // kernels read tokens and positions from device memory, so one capture serves every step.
+  const bool graphable = Mq == 1 && rows == M && !no_graph && (seq < 0 || nseq_ == 1);
+  const int64_t key_seq = seq < 0 ? -1 : seq;
+  if (graphable && graph_ && graph_generation_ == generation_ && graph_seq_ == key_seq && graph_nq_ == nq) {
     check(cudaGraphLaunch(graph_, st), "cudaGraphLaunch");
   } else {
-    run(rows);
-    if (M == 1 && rows == 1 && !no_graph) {
+    enqueue_all(rows);
+    if (graphable) {
       // Capture the step just run (its shapes are warm: nothing grows during capture) for the
       // next steps.
       if (graph_) cudaGraphExecDestroy(graph_);
@@ -855,7 +917,7 @@ void CudaSession::forward(std::span<const int32_t> tokens, std::vector<float>* l
       cudaGraph_t g = nullptr;
       check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
       try {
-        run(rows);
+        enqueue_all(rows);
       } catch (...) {
         cudaStreamEndCapture(st, &g);
         if (g) cudaGraphDestroy(g);
@@ -873,6 +935,8 @@ void CudaSession::forward(std::span<const int32_t> tokens, std::vector<float>* l
         graph_ = nullptr;
       } else {
         graph_generation_ = generation_;
+        graph_seq_ = key_seq;
+        graph_nq_ = nq;
       }
     }
   }
@@ -882,7 +946,7 @@ void CudaSession::forward(std::span<const int32_t> tokens, std::vector<float>* l
           "cudaMemcpy(logits)");
   }
   check(cudaStreamSynchronize(st), "forward");
-  pos_ += M;
+  for (int64_t g = first; g < first + nq; ++g) pos_[size_t(g)] += Mq;
 }
 
 }  // namespace

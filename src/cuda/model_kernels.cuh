@@ -45,14 +45,25 @@ __device__ __forceinline__ double block_sum_d(double v, double* red) {
   return warp_sum_d(t);
 }
 
-// x[m, :] = emb[tok[m], :] (+ pos[p0 + m + pos_offset, :]) in float32. One block per token.
+// The tokens of a forward pass as query groups: token m is token m % Mq of group g = m / Mq, at
+// position start[g] + m % Mq of sequence g's cache, which lies seq_stride elements after group
+// g - 1's (one sequence's prompt or step: one group of M tokens; a batched step: M groups of 1).
+// Positions are read from device memory so that a captured graph serves every step.
+struct QueryGroups {
+  const int* start;
+  int Mq;
+  int64_t seq_stride;
+  __device__ int group(int m) const { return m / Mq; }
+  __device__ int pos(int m) const { return start[m / Mq] + m % Mq; }
+};
+
+// x[m, :] = emb[tok[m], :] (+ pos[position(m) + pos_offset, :]) in float32. One block per token.
 template <class T>
 __global__ void embed_kernel(const int32_t* __restrict__ tok, int64_t H, const T* __restrict__ emb,
-                             const T* __restrict__ pos, const int* __restrict__ d_pos, int pos_offset,
-                             float* __restrict__ x) {
+                             const T* __restrict__ pos, QueryGroups qg, int pos_offset, float* __restrict__ x) {
   const int m = blockIdx.x;
   const T* e = emb + int64_t(tok[m]) * H;
-  const T* pe = pos ? pos + int64_t(*d_pos + m + pos_offset) * H : nullptr;
+  const T* pe = pos ? pos + int64_t(qg.pos(m) + pos_offset) * H : nullptr;
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
     float v = to_f(e[i]);
     if (pe) v = v + to_f(pe[i]);
@@ -163,14 +174,15 @@ __global__ void act_kernel(int64_t M, int64_t I, const T* __restrict__ gu, T* u,
 
 // RoPE (rotate-half on the first 2*half dims of every head, angle = float(pos) * inv_freq[i],
 // cos/sin in double as the CPU does) of q in place in qkv [M, ldq] = [q | k | v] rows, and the
-// (rotated) k and v of each token appended to the cache at position p0 + m. Block (m, h): h < NH
-// rotates q head h; h >= NH writes kv head h - NH to the cache.
+// (rotated) k and v of each token appended to its sequence's cache at its position (QueryGroups).
+// Block (m, h): h < NH rotates q head h; h >= NH writes kv head h - NH to the cache.
 template <class T>
 __global__ void rope_kv_kernel(T* qkv, int64_t ldq, int NH, int NKV, int D, int half,
-                               const float* __restrict__ inv_freq, const int* __restrict__ d_pos,
-                               T* Kc, T* Vc) {
+                               const float* __restrict__ inv_freq, QueryGroups qg, T* Kc, T* Vc) {
   const int m = blockIdx.x, h = blockIdx.y;
-  const int pos = *d_pos + m;
+  const int pos = qg.pos(m);
+  Kc += qg.group(m) * qg.seq_stride;
+  Vc += qg.group(m) * qg.seq_stride;
   T* row = qkv + int64_t(m) * ldq;
   const int kvd = NKV * D, qd = NH * D;
   const bool is_q = h < NH;
@@ -194,10 +206,11 @@ __global__ void rope_kv_kernel(T* qkv, int64_t ldq, int NH, int NKV, int D, int 
 }
 // No RoPE: k and v appended as they are.
 template <class T>
-__global__ void kv_append_kernel(const T* qkv, int64_t ldq, int qd, int kvd, const int* __restrict__ d_pos,
-                                 T* Kc, T* Vc) {
+__global__ void kv_append_kernel(const T* qkv, int64_t ldq, int qd, int kvd, QueryGroups qg, T* Kc, T* Vc) {
   const int m = blockIdx.x;
-  const int pos = *d_pos + m;
+  const int pos = qg.pos(m);
+  Kc += qg.group(m) * qg.seq_stride;
+  Vc += qg.group(m) * qg.seq_stride;
   const T* row = qkv + int64_t(m) * ldq;
   for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
     Kc[int64_t(pos) * kvd + i] = row[qd + i];
@@ -207,10 +220,11 @@ __global__ void kv_append_kernel(const T* qkv, int64_t ldq, int qd, int kvd, con
 
 // ---- attention ---------------------------------------------------------------------------------
 // Causal (optionally sliding-window, ALiBi) attention of M new queries over the cache, with an
-// online softmax over tiles of 32 keys: no [M, T] score matrix is ever stored. Rows are the
-// (query, head) pairs of one kv head (GQA: the `group` heads sharing it are neighbours, so one
-// K/V tile in shared memory serves all of them); a block takes 16 rows, warp w rows w and w + 8
-// (decode's few rows land on different warps).
+// online softmax over tiles of 32 keys: no [M, T] score matrix is ever stored. The queries come in
+// query groups (QueryGroups: one sequence's Mq consecutive tokens, each group over its own cache).
+// Rows are the (query, head) pairs of one group and one kv head (GQA: the `group` heads sharing it
+// are neighbours, so one K/V tile in shared memory serves all of them); a block takes 16 rows of
+// one query group, warp w rows w and w + 8 (decode's few rows land on different warps).
 // Per tile, lane j scores key j (dot over D in float, * scale, + slope * j), the warp updates the
 // running max m, sum l and the output accumulator (lane owns dims lane + 32 i). With S > 1 the key
 // range is split over gridDim.z blocks that write (m, l, acc) partials, merged by
@@ -227,7 +241,7 @@ struct AttnParams {
   T* out;  // [M, NH * D]
   float* part_acc;  // [S, M, NH, D]
   float* part_ml;   // [S, M, NH, 2]
-  const int* d_pos;
+  QueryGroups qg;
   const float* slopes;  // ALiBi per head or null
   float scale;
   int M, NH, NKV, D, window, S;
@@ -248,9 +262,12 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
   float* smem_f = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = attn_dpad(D, VEC), kvd = p.NKV * D;
   const int kvh = blockIdx.y, split = blockIdx.z;
-  const int row0 = blockIdx.x * kAttnRows;
-  const int rows_total = p.M * group;
-  const int p0 = *p.d_pos;
+  // Rows R of query group qgi: query qgi * Mq + R / group (position p0 + R / group), head R % group.
+  const int rows_total = p.qg.Mq * group, blocks_per_group = (rows_total + kAttnRows - 1) / kAttnRows;
+  const int qgi = blockIdx.x / blocks_per_group, row0 = (blockIdx.x % blocks_per_group) * kAttnRows;
+  const int p0 = p.qg.start[qgi], q0 = qgi * p.qg.Mq;
+  const T* Kg = p.K + qgi * p.qg.seq_stride;
+  const T* Vg = p.V + qgi * p.qg.seq_stride;
   float* qs = smem_f;
   T* ks = reinterpret_cast<T*>(qs + kAttnRows * D);
   T* vs = ks + kAttnKeys * Dp;
@@ -267,7 +284,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
     for (int i = threadIdx.x; i < kAttnRows * D; i += blockDim.x) {
       const int r = i / D, d = i % D, R = row0 + r;
       float v = 0.f;
-      if (R < rows_total) v = to_f(p.q[int64_t(R / group) * p.ldq + (kvh * group + R % group) * D + d]);
+      if (R < rows_total) v = to_f(p.q[int64_t(q0 + R / group) * p.ldq + (kvh * group + R % group) * D + d]);
       qs[i] = v;
     }
 
@@ -293,8 +310,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
           const int j = c / D8, key = k0 + j;
           if (key < se) {
             const int64_t off = int64_t(key) * kvd + kvh * D + (c - j * D8) * 8;
-            kr[u] = *reinterpret_cast<const uint4*>(p.K + off);
-            vr[u] = *reinterpret_cast<const uint4*>(p.V + off);
+            kr[u] = *reinterpret_cast<const uint4*>(Kg + off);
+            vr[u] = *reinterpret_cast<const uint4*>(Vg + off);
           }
         }
       }
@@ -312,8 +329,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
         const int j = i / D, d = i % D, key = k0 + j;
         T kv = of_f<T>(0.f), vv = of_f<T>(0.f);
         if (key < se) {
-          kv = p.K[int64_t(key) * kvd + kvh * D + d];
-          vv = p.V[int64_t(key) * kvd + kvh * D + d];
+          kv = Kg[int64_t(key) * kvd + kvh * D + d];
+          vv = Vg[int64_t(key) * kvd + kvh * D + d];
         }
         ks[j * Dp + d] = kv;
         vs[j * Dp + d] = vv;
@@ -377,7 +394,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
   for (int rr = 0; rr < 2; ++rr) {
     const int r = warp + rr * 8, R = row0 + r;
     if (R >= rows_total) continue;
-    const int m = R / group, h = kvh * group + R % group;
+    const int m = q0 + R / group, h = kvh * group + R % group;
     if (p.S == 1) {
       const float inv = 1.0f / lrun[rr];
 #pragma unroll
