@@ -223,15 +223,23 @@ TEST_P(CudaFamily, PiecewiseForwardEqualsOneForward) {
 
 // Batched decoding: B sequences at different positions (prompts of different lengths), stepped
 // together, give each sequence's logits of running it alone. B = 5 takes the int8 decode GEMV
-// (M <= 16) and one attention block per sequence; B = 20 the GEMM path. The Linears' int8 parts
-// are exact and their epilogue bit-identical for any M, but cuBLAS may pick other fp16 kernels
-// for other M (lm_head, fp16 Linears): a small tolerance.
+// (M <= 16) and one attention block per sequence; B = 20 the GEMM path. fp16 and int8 without
+// the decomposition (threshold 0: every row quantized on its own, exact int32, bit-identical
+// epilogue) must agree up to cuBLAS picking other fp16 kernels for another M (lm_head): 1e-3.
+// With threshold 6 the batch legitimately differs: LLM.int8() takes a column out of the int8
+// product when ANY row of X reaches the threshold, so a sequence's outlier columns are the union
+// over the batch (as in bitsandbytes); bounded like int8 against the CPU model (5e-2).
 TEST_P(CudaFamily, BatchedStepsEqualSeparateSessions) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
   const Ref ref = read_ref(dir());
-  for (Precision p : {Precision::F16, Precision::Int8}) {
-    auto gpu = Model::load(dir(), opts(p, "cuda"));
+  struct Case { Precision p; float threshold; double tol; };
+  for (const Case& cs : {Case{Precision::F16, 6.f, 1e-3}, Case{Precision::Int8, 0.f, 1e-3},
+                         Case{Precision::Int8, 6.f, 5e-2}}) {
+    const Precision p = cs.p;
+    LoadOptions o = opts(p, "cuda");
+    o.threshold = cs.threshold;
+    auto gpu = Model::load(dir(), o);
     const int64_t V = gpu->vocab_size();
     for (int64_t B : {int64_t(5), int64_t(20)}) {
       auto batch = gpu->new_batch_session(B, 32);
@@ -269,9 +277,10 @@ TEST_P(CudaFamily, BatchedStepsEqualSeparateSessions) {
         worst = std::max(worst, rel_err(stepped[size_t(b)], alone));
         EXPECT_EQ(batch->position(b), int64_t(ids.size()));
       }
-      std::printf("[%s] %s batch %lld: worst rel err vs separate sessions %.2e\n", GetParam().c_str(),
-                  std::string(precision_name(p)).c_str(), (long long)B, worst);
-      EXPECT_LE(worst, 5e-3) << precision_name(p) << " batch " << B;
+      std::printf("[%s] %s (threshold %g) batch %lld: worst rel err vs separate sessions %.2e\n",
+                  GetParam().c_str(), std::string(precision_name(p)).c_str(), double(cs.threshold), (long long)B,
+                  worst);
+      EXPECT_LE(worst, cs.tol) << precision_name(p) << " threshold " << cs.threshold << " batch " << B;
       // reset() and a wrong number of tokens.
       const std::vector<int32_t> two = {1, 2};
       EXPECT_THROW(batch->step(two, &l), Error);

@@ -652,4 +652,111 @@ gemv_int8_fused_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, i
   }
 }
 
+// ---- decode path for M <= 4: one warp per weight row, rows contiguous -----------------------
+// Y[m, n] for m < M <= MM: the same numerics as gemv_int8_fused_kernel (exact int32 dot of Xq with
+// the outlier columns cleared, then dequant + bias + the outlier columns' product in list order),
+// but each warp streams whole weight rows: lane l reads 16-byte pieces l, l + 32, ... of row n, so
+// one warp-wide load covers 512 contiguous bytes, and no K split, no atomics, no ticket. Warps
+// take rows n = warp id, warp id + warps in the grid, ...; the next row's first loads are issued
+// before the current row's reduction (the stream never stops). Xq (outlier columns zeroed) lives
+// in shared memory for the whole block; the int8 products are dp4a (few rows: no MMA padding).
+// K % 16 == 0, Xq and CB 16-byte aligned.
+template <class T, int MM>
+__global__ void __launch_bounds__(256)
+gemv_rows_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, int M, int64_t K, int64_t N,
+                 const int8_t* __restrict__ CB, const float* __restrict__ SCB,
+                 const float* __restrict__ bias, const float* __restrict__ absmax,
+                 const int* __restrict__ list, const int* __restrict__ count, T* __restrict__ Y) {
+  extern __shared__ uint4 xs4[];  // [M][K / 16]
+  constexpr int U = 8;            // 16-byte weight loads per lane in flight
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int64_t K16 = K / 16, warps = int64_t(gridDim.x) * 8;
+  int64_t n = int64_t(blockIdx.x) * 8 + (tid >> 5);
+  uint4 w[U];
+  auto load = [&](int64_t row, int64_t p0, uint4 (&dst)[U]) {
+    const uint4* r = reinterpret_cast<const uint4*>(CB + row * K);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t idx = p0 + lane + 32 * u;
+      dst[u] = (row < N && idx < K16) ? __ldcs(r + idx) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load(n, 0, w);  // weights do not depend on the quantize kernel: start before waiting for it
+  pdl_wait_primary();
+  const uint4* xg = reinterpret_cast<const uint4*>(Xq);
+  for (int64_t i = tid; i < int64_t(M) * K16; i += blockDim.x) {
+    const int64_t m = i / K16;
+    xs4[i] = xg[m * K16 + (i - m * K16)];  // Xq rows are K bytes apart (K % 16 == 0)
+  }
+  __syncthreads();
+  const int c = *count;
+  int8_t* xs = reinterpret_cast<int8_t*>(xs4);
+  for (int j = tid; j < c; j += blockDim.x)
+    for (int m = 0; m < M; ++m) xs[int64_t(m) * K + list[j]] = 0;
+  __syncthreads();
+
+  for (; n < N; n += warps) {
+    int acc[MM];
+#pragma unroll
+    for (int m = 0; m < MM; ++m) acc[m] = 0;
+    for (int64_t p0 = 0; p0 < K16; p0 += 32 * U) {
+      uint4 wn[U];
+      const bool more = p0 + 32 * U < K16;
+      if (more) load(n, p0 + 32 * U, wn);
+      else load(n + warps, 0, wn);  // the next row (zeros past N)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t idx = p0 + lane + 32 * u;
+        if (idx < K16) {
+#pragma unroll
+          for (int m = 0; m < MM; ++m) {
+            if (m < M) {
+              const uint4 xv = xs4[m * K16 + idx];
+              acc[m] = __dp4a(int(w[u].x), int(xv.x), acc[m]);
+              acc[m] = __dp4a(int(w[u].y), int(xv.y), acc[m]);
+              acc[m] = __dp4a(int(w[u].z), int(xv.z), acc[m]);
+              acc[m] = __dp4a(int(w[u].w), int(xv.w), acc[m]);
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) w[u] = wn[u];
+    }
+    // Exact int32 sums over the warp; then the epilogue of row n for every m, in every lane.
+    float o[MM];
+#pragma unroll
+    for (int m = 0; m < MM; ++m) {
+      acc[m] = __reduce_add_sync(0xffffffffu, acc[m]);
+      o[m] = 0.f;
+    }
+    const float scb = SCB[n];
+    for (int j0 = 0; j0 < c; j0 += 32) {
+      const int nj = min(32, c - j0);
+      // Lane j gathers outlier column j0 + j: its dequantized 16-bit weight and the X values.
+      float wdq = 0.f, xv[MM];
+      int k = 0;
+      if (lane < nj) {
+        k = list[j0 + lane];
+        wdq = to_f(from_f<T>(__fmul_rn(__fmul_rn(float(CB[n * K + k]), scb), kInv127)));
+      }
+#pragma unroll
+      for (int m = 0; m < MM; ++m) xv[m] = (m < M && lane < nj) ? to_f(X[int64_t(m) * K + k]) : 0.f;
+      for (int jj = 0; jj < nj; ++jj) {  // in list order, each product and sum rounded once
+        const float wj = __shfl_sync(0xffffffffu, wdq, jj);
+#pragma unroll
+        for (int m = 0; m < MM; ++m) o[m] = __fadd_rn(o[m], __fmul_rn(__shfl_sync(0xffffffffu, xv[m], jj), wj));
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MM; ++m) {
+      if (m < M && lane == m) {
+        float y = __fmul_rn(__fmul_rn(float(acc[m]), __fmul_rn(absmax[m], scb)), kDqScale);
+        if (bias) y = __fadd_rn(y, bias[n]);
+        Y[int64_t(m) * N + n] = from_f<T>(c > 0 ? __fadd_rn(y, o[m]) : y);
+      }
+    }
+  }
+}
+
 }  // namespace llmint8::cuda

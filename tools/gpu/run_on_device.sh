@@ -10,7 +10,7 @@
 #     googletest libbenchmark-dev libbenchmark1debian pkgconf pkgconf-bin libpkgconf3 \
 #     libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
 # then call the device tool with carry [".carry"] and the command
-#   bash tools/gpu/run_on_device.sh [test] [sanitize] [profile] [bench] [quick]
+#   bash tools/gpu/run_on_device.sh [test] [sanitize] [racecheck] [profile] [bench] [quick]
 #   bash tools/gpu/run_on_device.sh model [modelbench] [hf]
 # (no argument = test bench). `model` builds only the GPU model's targets and runs
 # test_cuda_model; `modelbench` runs bench_cuda_model (Llama-3-8B-shaped, synthetic weights, int8
@@ -47,6 +47,7 @@ cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMINT8_CUDA=ON \
 TARGETS="test_backend_cuda bench_cuda_linear"
 for t in tests/test_cuda_*.cpp; do [ -e "$t" ] && TARGETS="$TARGETS $(basename "$t" .cpp)"; done
 if has model; then TARGETS="test_cuda_model bench_cuda_model"; fi
+if has all; then TARGETS="$TARGETS bench_cuda_model"; fi
 cmake --build $B -j16 --target $TARGETS >>"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -20 "$OUT/build.log"; exit 1; }
 echo "built: $TARGETS"
 
@@ -65,6 +66,20 @@ if has sanitize; then
     >"$OUT/sanitize.log" 2>&1; s=$?
   tail -8 "$OUT/sanitize.log"; echo "compute-sanitizer exit: $s"; [ $s -eq 0 ] || rc=1
 fi
+if has racecheck; then
+  # Shared-memory races (racecheck) in every kernel the primitive and model tests launch; the
+  # model tests on the llama fixture only (racecheck is slow), the batched step included.
+  echo "== compute-sanitizer racecheck"
+  for spec in "test_backend_cuda:*" "test_cuda_suite:*" "test_cuda_model:*llama*:CudaModel.*"; do
+    t=${spec%%:*}; f=${spec#*:}
+    [ -x ./$B/tests/$t ] || continue
+    timeout 400 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 ./$B/tests/$t \
+      --gtest_brief=1 --gtest_filter="$f" >"$OUT/racecheck_$t.log" 2>&1; s=$?
+    echo "$t: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck_$t.log" | tail -1) (exit $s)"
+    grep -E "tests? ran|PASSED|FAILED" "$OUT/racecheck_$t.log" | tail -2
+    [ $s -eq 0 ] || rc=1
+  done
+fi
 if has profile; then
   echo "== ncu: per-kernel times of a few int8_linear calls (bench_cuda_linear --profile)"
   timeout 240 ncu --clock-control none --metrics gpu__time_duration.sum ./$B/bench/bench_cuda_linear --profile \
@@ -78,6 +93,11 @@ if has bench; then
   Q=""; has quick && Q="--quick"
   ./$B/bench/bench_cuda_linear $Q 2>"$OUT/bench_progress.log" | tee "$OUT/bench.log"
   tail -3 "$OUT/bench_progress.log"
+fi
+if has decodeab; then
+  echo "== decode GEMV A/B: split-K MMA kernel (LLMINT8_CUDA_DECODE_ROWS=0) vs row GEMV (M <= 4)"
+  LLMINT8_CUDA_DECODE_ROWS=0 ./$B/bench/bench_cuda_linear --decode 2>/dev/null | tee "$OUT/decode_splitk.log" | grep -E "^\|" | head -40
+  ./$B/bench/bench_cuda_linear --decode 2>/dev/null | tee "$OUT/decode_rows.log" | grep -E "^\|" | head -40
 fi
 if has model; then
   echo "== GPU model tests"
