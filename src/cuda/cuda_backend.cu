@@ -4,9 +4,9 @@
 // int8_linear has two paths, chosen per call from the shape:
 //  * decode (M <= 16, K % 16 == 0, 16-byte aligned X and CB): quantize_rows_kernel quantizes the
 //    rows and lists the outlier columns, then ONE fused kernel masks the outlier columns, streams
-//    the int8 weights once and applies dequant + bias + outliers: for M <= 4 (and M * K <= 160 KB)
-//    gemv_rows_kernel (a warp per weight row, dp4a), else gemv_int8_fused_kernel (m16n8k32 MMAs,
-//    split K);
+//    the int8 weights once and applies dequant + bias + outliers: for M <= 4 (and K up to ~40K)
+//    gemv_rows_kernel alone (quantizes X itself in every block, then a warp per weight row,
+//    dp4a), else gemv_int8_fused_kernel (m16n8k32 MMAs, split K);
 //  * otherwise: quantize (one pass) -> zero outlier columns + gather their 16-bit weights ->
 //    cuBLASLt int8 GEMM (or the fallback kernel) -> one dequant/outlier/bias pass.
 // Neither path syncs with the host nor allocates once the scratch buffers have grown to the
@@ -73,8 +73,9 @@ class CudaBackend final : public Backend {
     if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_SPLIT")) decode_split_ = std::atoi(e);
     // Tuning override for measurements: LLMINT8_CUDA_NO_PDL=1 launches the decode GEMV plainly.
     if (const char* e = std::getenv("LLMINT8_CUDA_NO_PDL")) pdl_ = pdl_ && std::atoi(e) == 0;
-    // Tuning override for measurements: LLMINT8_CUDA_DECODE_ROWS=0 sends M <= 4 to the split-K GEMV.
-    if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ROWS")) decode_rows_ = std::atoi(e) != 0;
+    // Tuning override for measurements: LLMINT8_CUDA_DECODE_ROWS=R sends M <= R (at most 8) to the
+    // row GEMV, the rest of M <= 16 to the split-K MMA GEMV (0: all of them).
+    if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ROWS")) decode_rows_max_ = std::clamp(std::atoi(e), 0, 8);
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
     check(cudaMalloc(&lt_ws_, kLtWorkspace), "cudaMalloc(cuBLASLt workspace)");
@@ -300,7 +301,7 @@ class CudaBackend final : public Backend {
   // of 8 warps, as many as fit on the GPU at once (or one warp per row when N is small).
   template <class T, int MM>
   void launch_rows(const T* X, int64_t M, int64_t K, int64_t N, const Int8Weight& W, const float* bias,
-                   const float* absmax, T* Y, size_t smem) {
+                   float threshold, T* Y, size_t smem) {
     auto* kern = cuda::gemv_rows_kernel<T, MM>;
     static bool attr_set = false;  // per instantiation
     if (!attr_set) {
@@ -322,9 +323,7 @@ class CudaBackend final : public Backend {
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = pdl_ ? 1 : 0;
-    check(cudaLaunchKernelEx(&cfg, kern, X, static_cast<const int8_t*>(q_.get<int8_t>()), int(M), K, N, W.CB, W.SCB,
-                             bias, absmax, static_cast<const int*>(list_.get<int>()),
-                             static_cast<const int*>(count_.get<int>()), Y),
+    check(cudaLaunchKernelEx(&cfg, kern, X, int(M), K, N, W.CB, W.SCB, bias, threshold, Y),
           "launch gemv_rows_kernel");
     check_launch("gemv_rows_kernel");
   }
@@ -339,19 +338,21 @@ class CudaBackend final : public Backend {
     ensure(absmax_, size_t(M) * 4);
     float* absmax = absmax_.get<float>();
     if (decode) {
+      // Few rows whose quantized copy fits in shared memory: ONE kernel quantizes and streams.
+      const size_t rows_smem = cuda::gemv_rows_smem_bytes(M, K);
+      if (M <= decode_rows_max_ && rows_smem <= kRowsSmemMax) {
+        if (M == 1)
+          launch_rows<T, 1>(X, M, K, N, W, bias, threshold, Y, rows_smem);
+        else if (M <= 4)
+          launch_rows<T, 4>(X, M, K, N, W, bias, threshold, Y, rows_smem);
+        else
+          launch_rows<T, 8>(X, M, K, N, W, bias, threshold, Y, rows_smem);
+        return;
+      }
       // Rows quantized once (outlier columns of other rows still in Q: the GEMV masks them).
       ensure(q_, size_t(16) * size_t(K));
       quantize_t<T>(X, M, K, threshold, q_.get<int8_t>(), absmax, nullptr, nullptr, nullptr, 0,
                     /*zero_cols=*/false);
-      // M <= 4 with Xq fitting in shared memory: the row-streaming GEMV (no K split).
-      const size_t xs_bytes = size_t(M) * size_t(K);
-      if (decode_rows_ && M <= 4 && xs_bytes <= kRowsSmemMax) {
-        if (M == 1)
-          launch_rows<T, 1>(X, M, K, N, W, bias, absmax, Y, xs_bytes);
-        else
-          launch_rows<T, 4>(X, M, K, N, W, bias, absmax, Y, xs_bytes);
-        return;
-      }
       const int64_t total_chunks = (K + 63) / 64, tiles = (N + 31) / 32;
       // Blocks of 8 warps, 2 per SM (`slots` at once). Split K into S parts: at least enough
       // blocks to fill the slots, then the S with the least (waves x (chunks per block + a fixed
@@ -508,8 +509,8 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   int sm_count_ = 0;
   bool pdl_ = false;
-  bool decode_rows_ = true;
-  static constexpr size_t kRowsSmemMax = 160 * 1024;  // Xq bytes (M * K) the row GEMV stages
+  int decode_rows_max_ = 4;
+  static constexpr size_t kRowsSmemMax = 200 * 1024;  // shared memory the row GEMV may take
   int decode_split_ = 0;
   std::string name_;
   cudaStream_t stream_ = nullptr;

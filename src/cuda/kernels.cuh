@@ -652,25 +652,44 @@ gemv_int8_fused_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, i
   }
 }
 
-// ---- decode path for M <= 4: one warp per weight row, rows contiguous -----------------------
-// Y[m, n] for m < M <= MM: the same numerics as gemv_int8_fused_kernel (exact int32 dot of Xq with
-// the outlier columns cleared, then dequant + bias + the outlier columns' product in list order),
-// but each warp streams whole weight rows: lane l reads 16-byte pieces l, l + 32, ... of row n, so
-// one warp-wide load covers 512 contiguous bytes, and no K split, no atomics, no ticket. Warps
-// take rows n = warp id, warp id + warps in the grid, ...; the next row's first loads are issued
-// before the current row's reduction (the stream never stops). Xq (outlier columns zeroed) lives
-// in shared memory for the whole block; the int8 products are dp4a (few rows: no MMA padding).
-// K % 16 == 0, Xq and CB 16-byte aligned.
+// ---- decode path for few rows: quantize in every block + one warp per weight row ------------
+// Shared memory of gemv_rows_kernel: Xq [M][K] int8 | outlier bits [ceil(K/32) words, padded to a
+// multiple of 4] | outlier list [K] ints.
+inline size_t gemv_rows_smem_bytes(int64_t M, int64_t K) {
+  return size_t(M * K) + size_t((K + 127) / 128 * 4) * 4 + size_t(K) * 4;
+}
+
+// Y[m, n] for m < M <= MM, the whole int8_linear in ONE kernel, same numerics as
+// quantize_rows_kernel + gemv_int8_fused_kernel:
+//  1. every block reads the M rows of X (16-byte loads) and computes what quantize_rows_kernel
+//     computes -- the row absmax without NaN and without values |x| >= threshold (NaN row: absmax
+//     NaN, row quantized to zeros), the outlier columns (any row), q = round_half_even(x * 127 *
+//     (1/absmax)) with the outlier columns zeroed -- into shared memory, and lists the outlier
+//     columns in ascending order (block scan). Redundant per block, but X is a few KB read from
+//     L2 while the block's first weight loads (issued before waiting for X's producer) are in
+//     flight; no separate quantize kernel, no global list, no host sync.
+//  2. each warp streams whole weight rows: lane l reads 16-byte pieces l, l + 32, ... of row n (one
+//     warp-wide load = 512 contiguous bytes), exact int32 dp4a products with Xq from shared memory,
+//     no K split; warps take rows n = warp id, + warps in the grid, ...; the next row's first loads
+//     are issued before the current row's reduction.
+//  3. epilogue of row n: y = float(C) * (absmax[m] * SCB[n]) * (1/16129) (+ bias), plus the outlier
+//     product over the list in order, x * T(CB * SCB * (1/127)), each product and sum rounded once.
+// K % 16 == 0; X, CB 16-byte aligned.
 template <class T, int MM>
 __global__ void __launch_bounds__(256)
-gemv_rows_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, int M, int64_t K, int64_t N,
-                 const int8_t* __restrict__ CB, const float* __restrict__ SCB,
-                 const float* __restrict__ bias, const float* __restrict__ absmax,
-                 const int* __restrict__ list, const int* __restrict__ count, T* __restrict__ Y) {
-  extern __shared__ uint4 xs4[];  // [M][K / 16]
-  constexpr int U = 8;            // 16-byte weight loads per lane in flight
+gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int8_t* __restrict__ CB,
+                 const float* __restrict__ SCB, const float* __restrict__ bias, float threshold,
+                 T* __restrict__ Y) {
+  extern __shared__ uint4 smem4[];
+  __shared__ float sh_f[32], s_amax[MM];
+  __shared__ int sh_i[32], s_count;
+  constexpr int U = 8;  // 16-byte weight loads per lane in flight
+  constexpr int E = 16 / int(sizeof(T));
   const int tid = threadIdx.x, lane = tid & 31;
-  const int64_t K16 = K / 16, warps = int64_t(gridDim.x) * 8;
+  const int64_t K16 = K / 16, KE = K / E, nwords = (K + 31) / 32, warps = int64_t(gridDim.x) * 8;
+  int8_t* xs = reinterpret_cast<int8_t*>(smem4);
+  uint32_t* obits = reinterpret_cast<uint32_t*>(xs + int64_t(M) * K);
+  int* list = reinterpret_cast<int*>(obits + (nwords + 3) / 4 * 4);
   int64_t n = int64_t(blockIdx.x) * 8 + (tid >> 5);
   uint4 w[U];
   auto load = [&](int64_t row, int64_t p0, uint4 (&dst)[U]) {
@@ -681,28 +700,81 @@ gemv_rows_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, int M, 
       dst[u] = (row < N && idx < K16) ? __ldcs(r + idx) : make_uint4(0, 0, 0, 0);
     }
   };
-  load(n, 0, w);  // weights do not depend on the quantize kernel: start before waiting for it
+  load(n, 0, w);  // weights do not depend on X: start before waiting for X's producer
   pdl_wait_primary();
-  const uint4* xg = reinterpret_cast<const uint4*>(Xq);
-  for (int64_t i = tid; i < int64_t(M) * K16; i += blockDim.x) {
-    const int64_t m = i / K16;
-    xs4[i] = xg[m * K16 + (i - m * K16)];  // Xq rows are K bytes apart (K % 16 == 0)
+
+  // 1. Quantize X into shared memory.
+  for (int64_t i = tid; i < nwords; i += blockDim.x) obits[i] = 0;
+  __syncthreads();
+  const bool decompose = threshold > 0.f;
+  for (int m = 0; m < M; ++m) {
+    const uint4* x4 = reinterpret_cast<const uint4*>(X + int64_t(m) * K);
+    float amax = 0.f;
+    int has_nan = 0;
+    for (int64_t i = tid; i < KE; i += blockDim.x) {
+      float f[E];
+      unpack16<T>(__ldg(x4 + i), f);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float a = fabsf(f[e]);
+        if (f[e] != f[e]) has_nan = 1;
+        else if (decompose && a >= threshold) {
+          const int64_t k = i * E + e;
+          atomicOr(&obits[k >> 5], 1u << (k & 31));
+        } else amax = fmaxf(amax, a);
+      }
+    }
+    has_nan = __syncthreads_or(has_nan);
+    amax = block_max(amax, sh_f);
+    if (tid == 0) s_amax[m] = has_nan ? __int_as_float(0x7fc00000) : amax;
   }
   __syncthreads();
-  const int c = *count;
-  int8_t* xs = reinterpret_cast<int8_t*>(xs4);
-  for (int j = tid; j < c; j += blockDim.x)
-    for (int m = 0; m < M; ++m) xs[int64_t(m) * K + list[j]] = 0;
+  for (int m = 0; m < M; ++m) {
+    const float amax = s_amax[m];
+    const bool zero_row = amax != amax || amax == 0.f;
+    const float inv = zero_row ? 0.f : __fmul_rn(127.0f, __fdiv_rn(1.0f, amax));
+    const uint4* x4 = reinterpret_cast<const uint4*>(X + int64_t(m) * K);
+    for (int64_t i = tid; i < KE; i += blockDim.x) {
+      float f[E];
+      unpack16<T>(__ldg(x4 + i), f);
+      uint32_t q[E / 4];
+#pragma unroll
+      for (int j = 0; j < E / 4; ++j) q[j] = 0;
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int64_t k = i * E + e;
+        int qv = 0;
+        if (!zero_row && !((obits[k >> 5] >> (k & 31)) & 1u)) qv = quantize_value(f[e], inv);
+        q[e >> 2] |= (uint32_t(qv) & 0xffu) << (8 * (e & 3));
+      }
+      int8_t* dst = xs + int64_t(m) * K + i * E;
+      if constexpr (E == 4) *reinterpret_cast<uint32_t*>(dst) = q[0];
+      else *reinterpret_cast<uint2*>(dst) = make_uint2(q[0], q[1]);
+    }
+  }
+  {  // the outlier list, ascending: contiguous word ranges per thread, offsets by a block scan
+    const int64_t per = (nwords + blockDim.x - 1) / blockDim.x;
+    const int64_t w0 = min(nwords, int64_t(tid) * per), w1 = min(nwords, w0 + per);
+    int cnt = 0;
+    for (int64_t wi = w0; wi < w1; ++wi) cnt += __popc(obits[wi]);
+    int total = 0;
+    int off = block_exclusive_scan(cnt, sh_i, &total);  // synchronises the block
+    for (int64_t wi = w0; wi < w1; ++wi)
+      for (uint32_t b = obits[wi]; b; b &= b - 1) list[off++] = int(wi * 32 + __ffs(b) - 1);
+    if (tid == 0) s_count = total;
+  }
   __syncthreads();
+  const int c = s_count;
+  const uint4* xs4 = smem4;
 
+  // 2. + 3. Stream the weight rows.
   for (; n < N; n += warps) {
     int acc[MM];
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[m] = 0;
     for (int64_t p0 = 0; p0 < K16; p0 += 32 * U) {
       uint4 wn[U];
-      const bool more = p0 + 32 * U < K16;
-      if (more) load(n, p0 + 32 * U, wn);
+      if (p0 + 32 * U < K16) load(n, p0 + 32 * U, wn);
       else load(n + warps, 0, wn);  // the next row (zeros past N)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
@@ -751,7 +823,7 @@ gemv_rows_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, int M, 
 #pragma unroll
     for (int m = 0; m < MM; ++m) {
       if (m < M && lane == m) {
-        float y = __fmul_rn(__fmul_rn(float(acc[m]), __fmul_rn(absmax[m], scb)), kDqScale);
+        float y = __fmul_rn(__fmul_rn(float(acc[m]), __fmul_rn(s_amax[m], scb)), kDqScale);
         if (bias) y = __fadd_rn(y, bias[n]);
         Y[int64_t(m) * N + n] = from_f<T>(c > 0 ? __fadd_rn(y, o[m]) : y);
       }
