@@ -63,6 +63,7 @@ Command register_perplexity(CLI::App& app) {
   auto a = std::make_shared<PerplexityArgs>();
   CLI::App* sub = app.add_subcommand("perplexity", "Perplexity of a text file");
   add_common_options(sub, a->common);
+  add_keep_columns_options(sub, a->common.keep);
   sub->add_option("--text", a->text_file, "Text file, read as bytes and tokenized with special tokens (BOS for Llama)")
       ->required()
       ->type_name("FILE");
