@@ -47,12 +47,13 @@ int run_perplexity(PerplexityArgs& a) {
     j["ctx"] = ctx;
     j["precision"] = info.precision;
     j["threshold"] = info.threshold;
+    j["kept_columns"] = info.kept_columns;
     j["seconds"] = secs;
     print_json(j);
   } else {
-    std::printf("perplexity %.6f over %lld scored tokens (%zu tokens, ctx %lld, %s, threshold %g) in %.1f s\n", r.ppl,
+    std::printf("perplexity %.6f over %lld scored tokens (%zu tokens, ctx %lld, %s, threshold %g%s) in %.1f s\n", r.ppl,
                 (long long)r.tokens_scored, ids.size(), (long long)ctx, info.precision.c_str(), double(info.threshold),
-                secs);
+                info.kept_columns ? (", " + std::to_string(info.kept_columns) + " kept columns").c_str() : "", secs);
   }
   return 0;
 }
