@@ -12,6 +12,8 @@
 #include <sstream>
 
 #include "llmint8/error.h"
+#include "llmint8/runtime.h"
+#include "model/config.h"
 
 namespace llmint8::cli {
 
@@ -39,6 +41,49 @@ void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& mode
       ->allow_extra_args(false);
   sub->add_option("--device", o.device, "cpu (cuda when built with CUDA)")->type_name("DEV")->capture_default_str();
   sub->add_flag("--json", o.json, "Print exactly one JSON object on stdout instead of text");
+}
+
+void add_keep_columns_options(CLI::App* sub, KeepColumnsOptions& k) {
+  sub->add_flag("--keep-outlier-columns", k.enabled,
+                "Beyond bitsandbytes (int8, cpu): keep the fp16 weight columns of the outlier dimensions a "
+                "calibration pass finds, so the 16-bit part of the product uses exact weights instead of "
+                "dequantized int8 ones");
+  sub->add_option("--calibration-text", k.text,
+                  std::string("Text file of the calibration pass (default: ") + kDefaultCalibrationText + ")")
+      ->type_name("FILE");
+  sub->add_option("--calibration-tokens", k.tokens, "Calibrate on the first N tokens of that text")
+      ->type_name("N")
+      ->capture_default_str();
+  sub->add_option("--max-kept-columns", k.max_columns,
+                  "Most kept columns per Linear, the most frequent outliers first; 0 = max(8, 1% of its inputs)")
+      ->type_name("N")
+      ->capture_default_str();
+}
+
+std::map<std::string, std::vector<int32_t>> calibrate(const std::string& dir, const LoadOptions& lo,
+                                                      const KeepColumnsOptions& k) {
+  if (k.tokens <= 0) throw Error("--calibration-tokens " + std::to_string(k.tokens) + ": must be > 0");
+  if (k.max_columns < 0) throw Error("--max-kept-columns " + std::to_string(k.max_columns) + ": must be >= 0");
+  const std::string path = k.text.empty() ? kDefaultCalibrationText : k.text;
+  std::string text = read_file(path, "--calibration-text");
+  // Only a prefix is needed: ~4 bytes per token in English; 64 bytes per token leaves room.
+  const size_t want = size_t(std::min<int64_t>(k.tokens, int64_t(1) << 40)) * 64;
+  if (text.size() > want) {
+    const size_t nl = text.rfind('\n', want);
+    text.resize(nl != std::string::npos && nl > 0 ? nl + 1 : want);
+  }
+  auto tok = load_tokenizer(dir);
+  std::vector<int32_t> ids = tok->encode(text, true);
+  if (int64_t(ids.size()) > k.tokens) ids.resize(size_t(k.tokens));
+  Progress bar("calibrating " + std::filesystem::path(dir).filename().string());
+  CalibrationOptions co;
+  co.max_kept_columns = k.max_columns;
+  if (bar.enabled()) co.progress = [&bar](int64_t done, int64_t total) { bar.update(uint64_t(done), uint64_t(total)); };
+  LoadOptions clo = lo;
+  clo.progress = nullptr;
+  auto cols = calibrate_kept_columns(dir, clo, ids, co);
+  bar.finish();
+  return cols;
 }
 
 namespace {
@@ -79,16 +124,24 @@ LoadOptions load_options(const CommonOptions& o) {
   } else {
     throw Error("--device '" + o.device + "': unknown device (use cpu or cuda)");
   }
+  if (o.keep.enabled && lo.device != "cpu")
+    throw Error("--keep-outlier-columns is not supported on cuda yet; use --device cpu");
   check_model_dir(o.model_dir);
   return lo;
 }
 
 std::unique_ptr<Model> load_model(const CommonOptions& o) {
   LoadOptions lo = load_options(o);
+  const bool keep = o.keep.enabled && lo.precision == Precision::Int8;
+  const bool prequantized = keep && model::load_config(o.model_dir).int8_threshold >= 0.f;
+  if (keep && !prequantized) lo.kept_columns = calibrate(o.model_dir, lo, o.keep);
   Progress bar("loading " + std::filesystem::path(o.model_dir).filename().string());
   if (bar.enabled()) lo.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   auto model = Model::load(o.model_dir, lo);
   bar.finish();
+  if (prequantized && model->info().kept_columns == 0)
+    throw Error("--keep-outlier-columns: " + o.model_dir + " is an 8-bit checkpoint saved without kept columns "
+                "(quantize the 16-bit model with --keep-outlier-columns)");
   return model;
 }
 

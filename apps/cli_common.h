@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,14 @@
 #include "llmint8/tokenizer.h"
 
 namespace llmint8::cli {
+
+// --keep-outlier-columns and its calibration (LoadOptions::kept_columns, calibrate_kept_columns).
+struct KeepColumnsOptions {
+  bool enabled = false;
+  std::string text;          // calibration text file; empty = kDefaultCalibrationText
+  int64_t tokens = 4096;     // its first N tokens
+  int64_t max_columns = 0;   // per Linear; 0 = max(8, 1% of in_features)
+};
 
 // Options every subcommand takes.
 struct CommonOptions {
@@ -26,15 +35,28 @@ struct CommonOptions {
   // Set by add_common_options: whether --threshold was given (it then overrides an 8-bit
   // checkpoint's quantization_config).
   CLI::Option* threshold_option = nullptr;
+  // add_keep_columns_options (--keep-outlier-columns): load_model runs a calibration pass first.
+  KeepColumnsOptions keep;
 };
 
 // The default model of `generate`, relative to the current directory (the repository root in the
 // README's quick start).
 inline constexpr const char* kDefaultModelDir = "../shared/models/stories260K";
+// The default calibration text of --keep-outlier-columns: WikiText-2's test split (raw), in the
+// data directory `eval` reads by default; not LAMBADA, so that LAMBADA scores stay uncalibrated.
+inline constexpr const char* kDefaultCalibrationText = "../shared/data/wikitext-2/wiki.test.raw";
 
 // Adds -m/--model, --precision, --threshold, --threads, --json, --skip, --device to `sub`.
 // model_default: empty = -m is required.
 void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& model_default = {});
+
+// Adds --keep-outlier-columns, --calibration-text, --calibration-tokens, --max-kept-columns.
+void add_keep_columns_options(CLI::App* sub, KeepColumnsOptions& k);
+
+// The calibration pass of --keep-outlier-columns on the 16/32-bit model in `dir` loaded with `lo`
+// (first k.tokens tokens of k.text), with a progress bar: the kept columns per Linear.
+std::map<std::string, std::vector<int32_t>> calibrate(const std::string& dir, const LoadOptions& lo,
+                                                      const KeepColumnsOptions& k);
 
 // Throws Error unless dir is an existing directory.
 void check_model_dir(const std::string& dir);
@@ -42,7 +64,9 @@ void check_model_dir(const std::string& dir);
 // Checks the values CLI11 cannot (precision, device, ...) and converts them; throws Error.
 LoadOptions load_options(const CommonOptions& o);
 
-// Loads the model with a progress bar on stderr when it is a terminal.
+// Loads the model with a progress bar on stderr when it is a terminal. With --keep-outlier-columns
+// (int8): a 16/32-bit model is calibrated first (calibrate); an 8-bit checkpoint must have been
+// saved with kept columns.
 std::unique_ptr<Model> load_model(const CommonOptions& o);
 // Loads the tokenizer of a model directory (only the tokenizer files are needed).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);

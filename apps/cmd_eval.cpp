@@ -132,6 +132,7 @@ Command register_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* sub = app.add_subcommand("eval", "Zero-shot LAMBADA / PIQA / WikiText-2 as lm-evaluation-harness scores them");
   add_common_options(sub, a->common, kDefaultModelDir);
+  add_keep_columns_options(sub, a->common.keep);
   sub->add_option("--tasks", a->tasks, "Comma-separated tasks: lambada, piqa, wikitext")->capture_default_str();
   sub->add_option("--limit", a->limit, "Only the first N documents of each task (0 = all)")->type_name("N");
   sub->add_option("--data", a->data_dir, "Data directory (lambada/, piqa/, wikitext-2/)")->capture_default_str()->type_name("DIR");

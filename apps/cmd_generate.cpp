@@ -110,6 +110,7 @@ Command register_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* sub = app.add_subcommand("generate", "Continue a prompt, streaming the text to stdout");
   add_common_options(sub, a->common, kDefaultModelDir);
+  add_keep_columns_options(sub, a->common.keep);
   sub->add_option("-p,--prompt", a->prompt, "Prompt text; empty = start from BOS alone")->type_name("TEXT");
   sub->add_option("-n,--max-new-tokens", a->max_new, "New tokens at most (capped by the model's context)")
       ->type_name("N")

@@ -51,6 +51,7 @@ int run_info(InfoArgs& a) {
     j["quantized_modules"] = i.quantized_modules;
     j["float_modules_count"] = i.float_modules.size();
     j["float_modules"] = i.float_modules;
+    j["kept_columns"] = i.kept_columns;
     j["weight_bytes_16bit"] = i.weight_bytes_16bit;
     j["weight_bytes"] = i.weight_bytes;
     j["weight_ratio_vs_16bit"] = ratio;
@@ -67,7 +68,9 @@ int run_info(InfoArgs& a) {
                 (long long)i.layers, (long long)i.hidden_size, (long long)i.heads, (long long)i.kv_heads,
                 (long long)i.vocab_size, (long long)model->max_context());
     std::printf("precision          %s, threshold %g\n", i.precision.c_str(), double(i.threshold));
-    std::printf("quantized modules  %zu\n", i.quantized_modules.size());
+    std::printf("quantized modules  %zu", i.quantized_modules.size());
+    if (i.kept_columns) std::printf(" (%lld fp16 weight columns kept beside them)", (long long)i.kept_columns);
+    std::printf("\n");
     std::printf("float modules      %zu", i.float_modules.size());
     for (size_t k = 0; k < i.float_modules.size() && k < 8; ++k)
       std::printf("%s%s", k ? ", " : " (", i.float_modules[k].c_str());

@@ -47,12 +47,13 @@ int run_perplexity(PerplexityArgs& a) {
     j["ctx"] = ctx;
     j["precision"] = info.precision;
     j["threshold"] = info.threshold;
+    j["kept_columns"] = info.kept_columns;
     j["seconds"] = secs;
     print_json(j);
   } else {
-    std::printf("perplexity %.6f over %lld scored tokens (%zu tokens, ctx %lld, %s, threshold %g) in %.1f s\n", r.ppl,
+    std::printf("perplexity %.6f over %lld scored tokens (%zu tokens, ctx %lld, %s, threshold %g%s) in %.1f s\n", r.ppl,
                 (long long)r.tokens_scored, ids.size(), (long long)ctx, info.precision.c_str(), double(info.threshold),
-                secs);
+                info.kept_columns ? (", " + std::to_string(info.kept_columns) + " kept columns").c_str() : "", secs);
   }
   return 0;
 }
@@ -63,6 +64,7 @@ Command register_perplexity(CLI::App& app) {
   auto a = std::make_shared<PerplexityArgs>();
   CLI::App* sub = app.add_subcommand("perplexity", "Perplexity of a text file");
   add_common_options(sub, a->common);
+  add_keep_columns_options(sub, a->common.keep);
   sub->add_option("--text", a->text_file, "Text file, read as bytes and tokenized with special tokens (BOS for Llama)")
       ->required()
       ->type_name("FILE");

@@ -20,6 +20,7 @@ struct QuantizeArgs {
   std::string shard_size = "5GB";
   int threads = 0;
   bool json = false;
+  KeepColumnsOptions keep;
 };
 
 // "5GB", "500MB", "2GiB", "123456" -> bytes (transformers' max_shard_size spelling).
@@ -56,6 +57,15 @@ int run_quantize(QuantizeArgs& a) {
   o.skip_modules = a.skip;
   o.max_shard_bytes = parse_size(a.shard_size);
   o.threads = a.threads;
+  if (a.keep.enabled) {
+    // The calibration pass runs the input model in int8 with the threshold recorded here.
+    LoadOptions lo;
+    lo.threshold = o.threshold;
+    lo.threshold_from_checkpoint = false;
+    lo.skip_modules = a.skip;
+    lo.threads = a.threads;
+    o.kept_columns = calibrate(a.in, lo, a.keep);
+  }
   Progress bar("quantizing " + std::filesystem::path(a.in).filename().string());
   if (bar.enabled()) o.progress = [&bar](uint64_t done, uint64_t total) { bar.update(done, total); };
   const model::QuantizeResult r = model::quantize_checkpoint(a.in, a.out, o);
@@ -69,6 +79,7 @@ int run_quantize(QuantizeArgs& a) {
     j["threshold"] = a.threshold;
     j["quantized_modules_count"] = p.quantized.size();
     j["kept_modules"] = p.kept;
+    j["kept_columns"] = p.kept_columns;
     j["input_bytes"] = p.input_bytes;
     j["output_bytes"] = p.output_bytes;
     j["ratio"] = ratio;
@@ -77,6 +88,9 @@ int run_quantize(QuantizeArgs& a) {
   } else {
     std::printf("wrote %s: %zu Linear modules in int8 (%zu kept in 16-bit), %zu shard%s\n", a.out.c_str(),
                 p.quantized.size(), p.kept.size(), r.shards.size(), r.shards.size() == 1 ? "" : "s");
+    if (a.keep.enabled)
+      std::printf("kept %lld fp16 weight columns of outlier dimensions beside the int8 weights\n",
+                  (long long)p.kept_columns);
     std::printf("tensor bytes: %.2f MiB -> %.2f MiB (%.3fx)\n", double(p.input_bytes) / 1048576.0,
                 double(p.output_bytes) / 1048576.0, ratio);
   }
@@ -100,9 +114,12 @@ Command register_quantize(CLI::App& app) {
   sub->add_option("--shard-size", a->shard_size, "Largest model.safetensors shard")->type_name("SIZE")->capture_default_str();
   sub->add_option("--threads", a->threads, "CPU threads; 0 = all cores")->type_name("N")->capture_default_str();
   sub->add_flag("--json", a->json, "Print exactly one JSON object on stdout instead of text");
+  add_keep_columns_options(sub, a->keep);
   sub->footer(
       "Streams one tensor at a time (memory ~ the largest tensor) and writes under a temporary name,\n"
       "renamed at the end: an interrupted run leaves no directory at the output path.\n"
+      "--keep-outlier-columns saves <p>.kept_columns (I32) and <p>.kept_weight (F16 [out, n]) beside\n"
+      "the int8 weights; transformers + bitsandbytes ignore them (reported as unused weights).\n"
       "Example:\n"
       "  llmint8 quantize -m ../shared/models/stories260K -o stories260K-int8\n"
       "  llmint8 generate -m stories260K-int8 -p \"Once upon a time\"");

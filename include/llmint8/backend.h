@@ -28,6 +28,14 @@
 //    sum over outlier k of x[m,k] * Wdq[n,k], Wdq = io_dtype(float(CB[n,k]) * SCB[n] * (1/127)) --
 //    the dequantized int8 weight, as bitsandbytes does (it keeps no 16-bit copy). Products are
 //    accumulated in float and the sum is rounded once to the io dtype. threshold 0 = no decomposition.
+//  * kept columns (going beyond bitsandbytes, `--keep-outlier-columns`): an Int8Weight may carry
+//    the 16-bit weight columns of a few input columns (W.kept_cols, W.kept_w). Which columns are
+//    outliers is still decided from X at run time by the threshold, exactly as above; for an
+//    outlier column k that is also kept (k = kept_cols[j]), the 16-bit product uses
+//    Wdq[n,k] = io_dtype(float(kept_w[n,j])) -- the fp16 weight itself -- instead of the
+//    dequantized int8 column. Outlier columns that are not kept use the dequantized int8 column;
+//    kept columns that are not outliers in this call change nothing (their int8 weights stay in
+//    the int8 product). Same accumulation order, so every backend stays bit-identical.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,11 +52,18 @@ inline constexpr float kDequantScale = 1.0f / 16129.0f;
 inline constexpr float kInvInt8Max = 1.0f / 127.0f;
 
 // An LLM.int8() weight in backend memory: CB [out, in] int8, SCB [out] float32.
+// Optionally with kept columns: n_kept input-column indices, strictly ascending and
+// < in_features (kept_cols, int32), and their weights kept_w [out, n_kept] row-major as fp16 bits
+// -- the same fp16-cast weight that CB/SCB were quantized from (bitsandbytes casts every weight to
+// fp16 first), so a kept column holds exactly the value its int8 column approximates.
 struct Int8Weight {
   int64_t out_features = 0;
   int64_t in_features = 0;
   const int8_t* CB = nullptr;
   const float* SCB = nullptr;
+  int64_t n_kept = 0;
+  const int32_t* kept_cols = nullptr;
+  const uint16_t* kept_w = nullptr;
 };
 
 class Backend {

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -39,6 +40,14 @@ struct LoadOptions {
   // float32) of every Linear that LLM.int8() quantizes (not lm_head / tied embeddings), under any
   // precision, just before that Linear runs. Called from the forward's thread; must not keep X.
   std::function<void(const std::string& module, const float* X, int64_t M, int64_t K)> activation_observer;
+  // Going beyond bitsandbytes (`--keep-outlier-columns`, numerics in include/llmint8/backend.h):
+  // per quantized Linear (full module name, e.g. "model.layers.0.mlp.up_proj"), input columns
+  // whose fp16 weight columns are kept beside its int8 weight; the outlier product then uses those
+  // exact weights instead of the dequantized int8 ones. Under Int8, from a 16/32-bit checkpoint
+  // (an 8-bit checkpoint saved with kept columns brings its own and refuses these); every name
+  // must be a Linear that LLM.int8() may quantize (one on the skip list ignores its entry).
+  // calibrate_kept_columns (include/llmint8/runtime.h) finds them from a calibration text.
+  std::map<std::string, std::vector<int32_t>> kept_columns;
 };
 
 struct ModelInfo {
@@ -50,6 +59,7 @@ struct ModelInfo {
   int64_t layers = 0, hidden_size = 0, heads = 0, kv_heads = 0, vocab_size = 0;
   std::vector<std::string> quantized_modules;  // Linear names held in int8
   std::vector<std::string> float_modules;      // Linear names held in floating point
+  int64_t kept_columns = 0;  // fp16 weight columns kept beside the int8 weights, all Linears together
   uint64_t weight_bytes_16bit = 0;  // all weights as 16-bit
   uint64_t weight_bytes = 0;        // all weights as held now (int8 + SCB + the rest)
   uint64_t checkpoint_bytes = 0;    // tensor bytes in the files read

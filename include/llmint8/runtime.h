@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -82,5 +83,23 @@ struct PerplexityResult {
 // count). progress(windows done, windows total).
 PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, int64_t ctx,
                             const std::function<void(int64_t, int64_t)>& progress = {});
+
+struct CalibrationOptions {
+  // Most columns kept per Linear; 0 = max(8, ceil(in_features / 100)).
+  int64_t max_kept_columns = 0;
+  std::function<void(int64_t, int64_t)> progress;  // (windows done, windows total)
+};
+
+// The calibration pass of --keep-outlier-columns (LoadOptions::kept_columns). Loads the model in
+// `dir` with `opts` as a plain LLM.int8() model (precision Int8, no kept columns), runs `tokens`
+// through it in non-overlapping windows of the model's context, each from an empty cache, and
+// records for every Linear held in int8 the input columns in which some token reaches
+// |x| >= the model's threshold (the columns the decomposition takes out at run time). Per Linear
+// it returns at most max_kept_columns of them, ascending: those reached by the most tokens (ties:
+// larger max |x|, then lower index). Linears without any such column are absent. Throws Error when
+// tokens is empty, the threshold is 0, or `dir` is already an 8-bit checkpoint.
+std::map<std::string, std::vector<int32_t>> calibrate_kept_columns(const std::string& dir, LoadOptions opts,
+                                                                   std::span<const int32_t> tokens,
+                                                                   const CalibrationOptions& c = {});
 
 }  // namespace llmint8

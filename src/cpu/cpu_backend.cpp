@@ -12,7 +12,9 @@
 //    and TDPBSSD computes C^T tiles straight from the weight rows (see gemm_amx).
 //  * int8_linear: quantize X (straight into the u8 GEMM operand), GEMM, and the dequantization +
 //    outlier product + bias + dtype conversion fused into the GEMM epilogue, on each N chunk while
-//    its int32 results are in cache. Nothing is cached per weight across calls.
+//    its int32 results are in cache. Nothing is cached per weight across calls. The outlier
+//    columns' weights (kept fp16 columns or dequantized int8, ref::outlier_weight) are gathered
+//    per chunk before the epilogue.
 //
 // Integer results and absmax/outlier masks are bit-identical to src/quant/reference.cpp; float
 // results are too (the epilogue keeps the reference's operation order, outlier sums included).
@@ -83,10 +85,9 @@ struct Output {
   EpilogueFn epi = nullptr;
   EpiArgs args;
   DType yt = DType::F32;
-  const int8_t* CB = nullptr;  // the weight, for the outlier columns
-  const float* SCB = nullptr;
-  int64_t K = 0;
-  const int64_t* cols = nullptr;
+  const Int8Weight* W = nullptr;  // the weight, for the outlier columns
+  const int64_t* cols = nullptr;   // [nc] outlier column indices
+  const int64_t* slots = nullptr;  // [nc] their kept-column slots (-1: not kept)
 };
 
 template <class T>
@@ -94,8 +95,7 @@ void fill_wdq(const Output& o, int64_t n0, int64_t nw, float* wdq) {
   for (int64_t t = 0; t < o.args.nc; ++t)
     for (int64_t j = 0; j < nw; ++j) {
       const int64_t n = n0 + j;
-      wdq[t * nw + j] =
-          to_float(from_float<T>(float(o.CB[n * o.K + o.cols[t]]) * o.SCB[n] * kInvInt8Max));
+      wdq[t * nw + j] = ref::outlier_weight<T>(*o.W, n, o.cols[t], o.slots[t]);
     }
 }
 
@@ -266,6 +266,8 @@ class CpuBackend final : public HostBackend {
     check_dims("int8_linear", M, N, K);
     if (M == 0 || N == 0) return;
     if (!X || !Y || (K > 0 && !W.CB) || !W.SCB) throw Error("int8_linear: null weight, input or output pointer");
+    if (W.n_kept < 0 || (W.n_kept > 0 && (!W.kept_cols || !W.kept_w)))
+      throw Error("int8_linear: kept columns without their indices or weights");
     const int64_t lda = round_up(K, 64);
     uint8_t* au = a_operand(M, lda);
     float* ax = absmax_.get<float>(size_t(M));
@@ -274,7 +276,9 @@ class CpuBackend final : public HostBackend {
     for (int64_t m = 0; m < M; ++m) std::memset(au + m * lda + K, 0x80, size_t(lda - K));
     const int64_t nc = int64_t(cols_.size());
     float* xo = nullptr;
+    slots_.clear();
     if (nc) {
+      slots_ = ref::kept_slots(W, cols_);
       xo = xo_.get<float>(size_t(M * nc));
       for (int64_t m = 0; m < M; ++m)
         for (int64_t t = 0; t < nc; ++t) xo[m * nc + t] = to_float(X[m * K + cols_[size_t(t)]]);
@@ -289,10 +293,9 @@ class CpuBackend final : public HostBackend {
     o.args.nc = nc;
     o.args.xo = xo;
     o.yt = dtype_of<T>();
-    o.CB = W.CB;
-    o.SCB = W.SCB;
-    o.K = K;
+    o.W = &W;
     o.cols = cols_.data();
+    o.slots = slots_.data();
     gemm(M, N, K, au, lda, W.CB, o);
   }
 
@@ -420,7 +423,7 @@ class CpuBackend final : public HostBackend {
   Kernels kern_;
   std::vector<ThreadScratch> thr_;
   Scratch a_u8_, absmax_, mask_, masks_, xo_, xpack_;
-  std::vector<int64_t> cols_;
+  std::vector<int64_t> cols_, slots_;
 };
 
 }  // namespace

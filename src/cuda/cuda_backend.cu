@@ -168,6 +168,7 @@ class CudaBackend final : public Backend {
     if (M == 0 || W.out_features == 0) return;
     if (!X || !Y || !W.SCB || (!W.CB && W.in_features > 0))
       throw Error("int8_linear: null X, Y, weight CB or SCB");
+    if (W.n_kept != 0) throw Error("--keep-outlier-columns is not supported on cuda yet; use --device cpu");
     switch (t) {
       case DType::F32: return linear_t<float>(W, static_cast<const float*>(X), M, threshold, bias, static_cast<float*>(Y));
       case DType::F16: return linear_t<__half>(W, static_cast<const __half*>(X), M, threshold, bias, static_cast<__half*>(Y));

@@ -369,12 +369,16 @@ uint64_t linear_bytes(const model::Linear* L, bool allow_int8) {
 }
 
 CudaModel::CudaModel(const std::string& dir, const LoadOptions& opts) {
+  // Kept fp16 weight columns (--keep-outlier-columns) are a CPU-only feature for now.
+  const char* kNoKept = "--keep-outlier-columns is not supported on cuda yet; use --device cpu";
+  if (opts.precision == Precision::Int8 && !opts.kept_columns.empty()) throw Error(kNoKept);
   init_device(opts);
   // The CPU side reads the checkpoint and prepares every weight (quantizing on the CPU backend,
   // which is bit-identical to the CUDA one); its host copy is dropped after the upload.
   LoadOptions cpu = opts;
   cpu.device = "cpu";
   std::unique_ptr<Model> host = model::load_transformer(dir, cpu);
+  if (host->info().kept_columns > 0) throw Error(kNoKept);  // an 8-bit checkpoint saved with them
   const model::TransformerView v = model::view_transformer(*host);
   c_ = *v.config;
   s_ = *v.spec;

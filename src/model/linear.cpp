@@ -35,13 +35,49 @@ Linear& Linear::operator=(Linear&& o) noexcept {
 
 Linear::~Linear() { release(); }
 
+void Linear::release_kept() {
+  if (backend_) {
+    if (w8_.kept_cols) backend_->release(const_cast<int32_t*>(w8_.kept_cols));
+    if (w8_.kept_w) backend_->release(const_cast<uint16_t*>(w8_.kept_w));
+  }
+  w8_.n_kept = 0;
+  w8_.kept_cols = nullptr;
+  w8_.kept_w = nullptr;
+}
+
 void Linear::release() {
+  release_kept();
   if (backend_) {
     if (w8_.CB && !borrowed_cb_) backend_->release(const_cast<int8_t*>(w8_.CB));
     if (w8_.SCB) backend_->release(const_cast<float*>(w8_.SCB));
   }
   w8_ = {};
   borrowed_cb_ = false;
+}
+
+void Linear::set_kept_columns(const std::vector<int32_t>& cols, const std::vector<uint16_t>& w16) {
+  if (st_ != Storage::Int8 || !backend_) throw Error(name_ + ": kept columns need an int8 weight");
+  const int64_t n = int64_t(cols.size());
+  if (n > in_)
+    throw Error(name_ + ": " + std::to_string(n) + " kept columns, more than its " + std::to_string(in_) + " inputs");
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t c = cols[size_t(j)];
+    if (c < 0 || c >= in_ || (j > 0 && c <= cols[size_t(j - 1)]))
+      throw Error(name_ + ": kept column indices must be ascending, unique and < " + std::to_string(in_) +
+                  " (index " + std::to_string(j) + " is " + std::to_string(c) + ")");
+  }
+  if (w16.size() != size_t(out_) * size_t(n))
+    throw Error(name_ + ": kept weight columns hold " + std::to_string(w16.size()) + " values, expected " +
+                std::to_string(out_) + " x " + std::to_string(n));
+  release_kept();
+  if (n == 0) return;
+  auto* c = static_cast<int32_t*>(backend_->alloc(size_t(n) * sizeof(int32_t)));
+  auto* w = static_cast<uint16_t*>(backend_->alloc(std::max<size_t>(w16.size(), 1) * sizeof(uint16_t)));
+  backend_->to_device(c, cols.data(), size_t(n) * sizeof(int32_t));
+  if (!w16.empty()) backend_->to_device(w, w16.data(), w16.size() * sizeof(uint16_t));
+  w8_.n_kept = n;
+  w8_.kept_cols = c;
+  w8_.kept_w = w;
 }
 
 void Linear::set(std::string name, int64_t out, int64_t in, std::vector<float>&& w, Storage st,
@@ -123,7 +159,7 @@ uint64_t Linear::bytes() const {
   const uint64_t n = uint64_t(out_) * uint64_t(in_);
   uint64_t b = 0;
   switch (st_) {
-    case Storage::Int8: b = n + uint64_t(out_) * 4; break;
+    case Storage::Int8: b = n + uint64_t(out_) * 4 + uint64_t(w8_.n_kept) * (4 + uint64_t(out_) * 2); break;
     case Storage::F32: b = n * 4; break;
     case Storage::F16:
     case Storage::BF16: b = n * 2; break;

@@ -45,6 +45,11 @@ class Linear {
   void set_int8_mapped(std::string name, int64_t out, int64_t in, const int8_t* cb,
                        const std::vector<float>& scb, Backend* backend);
   bool borrows_weight() const { return borrowed_cb_; }
+  // --keep-outlier-columns (include/llmint8/backend.h): keeps the fp16 weight columns `cols`
+  // (strictly ascending, < in) beside the int8 weight; w16 [out, cols.size()] fp16 bits. Int8 only;
+  // an empty `cols` removes them. Throws Error naming the Linear on bad input.
+  void set_kept_columns(const std::vector<int32_t>& cols, const std::vector<uint16_t>& w16);
+  int64_t kept_columns() const { return w8_.n_kept; }
   void set_bias(std::vector<float>&& b) { bias_ = std::move(b); }
   void set_threads(int t) { threads_ = t > 0 ? t : 1; }
   // LoadOptions::activation_observer (owned by the model, which outlives its Linears): forward()
@@ -64,10 +69,11 @@ class Linear {
   bool has_bias() const { return !bias_.empty(); }
   const std::vector<float>& bias() const { return bias_; }
   const Int8Weight& int8() const { return w8_; }
-  uint64_t bytes() const;  // held bytes: weight (+ SCB) + bias
+  uint64_t bytes() const;  // held bytes: weight (+ SCB + kept columns) + bias
 
  private:
   void release();
+  void release_kept();
   void reset_int8(std::string name, int64_t out, int64_t in, Backend* backend);  // empty Int8 Linear
   std::string name_;
   int64_t out_ = 0, in_ = 0;

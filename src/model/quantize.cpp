@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -69,8 +70,8 @@ QuantizePlan make_plan(const Source& src, const QuantizeOptions& opts) {
     plan.input_bytes += t.nbytes;
     if (t.dtype == DType::BF16) plan.float_dtype = DType::BF16;
   }
-  // Which tensors are quantized Linear weights: module -> [out, in].
-  std::map<std::string, std::pair<int64_t, int64_t>> linear_of_weight;
+  // Which tensors are quantized Linear weights: weight tensor -> (module, [out, in]).
+  std::map<std::string, std::pair<std::string, std::pair<int64_t, int64_t>>> linear_of_weight;
   for (const std::string& m : quantizable_linears(src.spec, src.config)) {
     bool skip = false;
     for (const auto& e : opts.skip_modules) skip = skip || module_matches(m, e);
@@ -88,17 +89,34 @@ QuantizePlan make_plan(const Source& src, const QuantizeOptions& opts) {
     plan.quantized.push_back(m);
     const int64_t out = src.spec.conv1d ? w.shape[1] : w.shape[0];
     const int64_t in = src.spec.conv1d ? w.shape[0] : w.shape[1];
-    linear_of_weight[wname] = {out, in};
+    linear_of_weight[wname] = {m, {out, in}};
+    if (const auto k = opts.kept_columns.find(m); k != opts.kept_columns.end()) {
+      const std::vector<int32_t>& cols = k->second;
+      for (size_t j = 0; j < cols.size(); ++j)
+        if (cols[j] < 0 || cols[j] >= in || (j > 0 && cols[j] <= cols[j - 1]))
+          throw Error(m + ": kept column indices must be ascending, unique and < " + std::to_string(in) +
+                      " (index " + std::to_string(j) + " is " + std::to_string(cols[j]) + ")");
+    }
   }
+  for (const auto& [m, cols] : opts.kept_columns)
+    if (std::find(plan.quantized.begin(), plan.quantized.end(), m) == plan.quantized.end())
+      throw Error("kept columns given for '" + m + "', which is no Linear quantized in " + ck.dir());
   for (const auto& n : ck.names()) {
     const io::TensorInfo& t = *ck.find(n);
     const auto it = linear_of_weight.find(n);
     if (it != linear_of_weight.end()) {
       const std::string p = n.substr(0, n.size() - 7);  // strip ".weight"
-      const auto [out, in] = it->second;
-      plan.tensors.push_back({n, n, DType::I8, {out, in}, PlannedTensor::Kind::CB});
+      const std::string& m = it->second.first;
+      const auto [out, in] = it->second.second;
+      plan.tensors.push_back({n, n, DType::I8, {out, in}, PlannedTensor::Kind::CB, m});
       plan.tensors.push_back({p + ".SCB", n, DType::F32, {out}, PlannedTensor::Kind::SCB});
       plan.tensors.push_back({p + ".weight_format", n, DType::U8, {}, PlannedTensor::Kind::Format});
+      if (const auto k = opts.kept_columns.find(m); k != opts.kept_columns.end() && !k->second.empty()) {
+        const int64_t nk = int64_t(k->second.size());
+        plan.tensors.push_back({p + ".kept_columns", n, DType::I32, {nk}, PlannedTensor::Kind::KeptColumns, m});
+        plan.tensors.push_back({p + ".kept_weight", n, DType::F16, {out, nk}, PlannedTensor::Kind::KeptWeight, m});
+        plan.kept_columns += nk;
+      }
     } else {
       // Floats become the checkpoint's 16-bit type; anything else (e.g. integer buffers) as is.
       plan.tensors.push_back({n, n, is_float(t.dtype) ? plan.float_dtype : t.dtype, t.shape,
@@ -178,6 +196,7 @@ void write_outputs(const Source& src, const QuantizePlan& plan, const std::strin
   uint64_t done = 0;
   std::vector<int8_t> cb;
   std::vector<float> scb;
+  std::vector<uint16_t> kept_w;  // the fp16 kept columns of the last CB written
   for (size_t s = 0; s < runs.size(); ++s) {
     const std::string name = shard_name(s, runs.size());
     io::SafetensorsWriter w(tmp + "/" + name, {{"format", "pt"}});
@@ -210,8 +229,23 @@ void write_outputs(const Source& src, const QuantizePlan& plan, const std::strin
           scb.resize(size_t(out));
           backend->quantize_rowwise(DType::F32, wf.data(), out, in, 0.f, cb.data(), scb.data(), nullptr);
           w.write(p.name, cb.data());
+          kept_w.clear();
+          if (const auto k = opts.kept_columns.find(p.module); k != opts.kept_columns.end()) {
+            const std::vector<int32_t>& cols = k->second;
+            const int64_t nk = int64_t(cols.size());
+            kept_w.resize(size_t(out) * size_t(nk));
+            for (int64_t o = 0; o < out; ++o)
+              for (int64_t j = 0; j < nk; ++j)
+                kept_w[size_t(o * nk + j)] = to_f16(wf[size_t(o * in + cols[size_t(j)])]).bits;
+          }
           break;
         }
+        case PlannedTensor::Kind::KeptColumns:
+          w.write(p.name, opts.kept_columns.at(p.module).data());
+          break;
+        case PlannedTensor::Kind::KeptWeight:
+          w.write(p.name, kept_w.data());
+          break;
         case PlannedTensor::Kind::SCB:
           w.write(p.name, scb.data());
           break;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <numbers>
+#include <set>
 
 #include "io/safetensors.h"
 #include "llmint8/error.h"
@@ -195,6 +196,8 @@ class TransformerModel final : public Model {
   std::vector<float> read_small(const std::string& name, int64_t n);
   void load_linear(Linear& L, const std::string& module, int64_t out, int64_t in, bool bias,
                    bool allow_int8);
+  void read_kept_columns(const std::string& module, int64_t out, int64_t in, std::vector<int32_t>* cols,
+                         std::vector<uint16_t>* w);
   void load_norm(Norm& n, const std::string& prefix);
   void attention(int64_t l, TransformerSession& s, const float* a, int64_t M, float* out);
   void mlp(int64_t l, const float* a, int64_t M, float* out);
@@ -209,6 +212,7 @@ class TransformerModel final : public Model {
   bool strip_prefix_ = false;
   uint64_t bytes_done_ = 0, bytes_total_ = 0;
   ModelInfo info_;
+  std::set<std::string> kept_seen_;  // names of opts_.kept_columns that matched a quantizable Linear
 
   Linear embed_, pos_embed_, lm_head_own_;
   const Linear* lm_head_ = nullptr;
@@ -285,6 +289,12 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
   // In an 8-bit checkpoint (config.json has a quantization_config), a Linear saved without SCB
   // was on the skip list when it was quantized: it stays in floating point.
   if (!prequantized && c_.int8_threshold >= 0.f) int8 = false;
+  // Kept fp16 weight columns (--keep-outlier-columns): from the options when quantizing here, or
+  // from an 8-bit checkpoint saved with them.
+  std::vector<int32_t> kept_cols;
+  std::vector<uint16_t> kept_w;
+  const auto kept_opt = opts_.kept_columns.find(module);
+  if (allow_int8 && kept_opt != opts_.kept_columns.end()) kept_seen_.insert(module);
   if (prequantized) {
     const io::TensorInfo& t = ckpt_->get(tname(module + ".weight"), {out, in});
     const std::string where = (t.file ? *t.file : ckpt_->dir()) + ": tensor '" + t.name + "'";
@@ -308,6 +318,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     info_.parameters -= out;  // SCB is quantization state, not a parameter
     info_.weight_bytes_16bit -= uint64_t(out) * 2;
     dt = DType::F16;  // what bitsandbytes dequantizes into
+    if (int8) read_kept_columns(module, out, in, &kept_cols, &kept_w);
   } else if (s_.conv1d) {
     // Conv1D keeps [in, out]: transpose to the [out, in] layout of Y = X W^T.
     std::vector<float> t = read(module + ".weight", {in, out}, &dt);
@@ -344,6 +355,7 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     permute(cb, in);
     permute(scb, 1);
     permute(b, 1);
+    permute(kept_w, int64_t(kept_cols.size()));
   }
 
   if (prequantized && int8 && mapped_cb) {
@@ -365,14 +377,64 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     if (int8) {
       // bitsandbytes quantizes the fp16-cast weight whatever the checkpoint's dtype.
       for (float& x : w) x = to_float(to_f16(x));
+      if (kept_opt != opts_.kept_columns.end()) {
+        // The kept columns are that same fp16 weight.
+        kept_cols = kept_opt->second;
+        const int64_t n = int64_t(kept_cols.size());
+        for (int32_t c : kept_cols)
+          if (c < 0 || c >= in)
+            throw Error(module + ": kept column " + std::to_string(c) + " out of range [0, " + std::to_string(in) + ")");
+        kept_w.resize(size_t(out) * size_t(n));
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t j = 0; j < n; ++j)
+            kept_w[size_t(o * n + j)] = to_f16(w[size_t(o * in + kept_cols[size_t(j)])]).bits;
+      }
     }
     L.set(module, out, in, std::move(w), int8 ? Storage::Int8 : float_storage(dt), backend_.get());
+  }
+  if (int8 && !kept_cols.empty()) {
+    L.set_kept_columns(kept_cols, kept_w);
+    info_.kept_columns += int64_t(kept_cols.size());
   }
   if (bias) L.set_bias(std::move(b));
   L.set_threads(threads_);
   if (allow_int8) L.set_observer(&opts_.activation_observer);
   (int8 ? info_.quantized_modules : info_.float_modules).push_back(module);
   info_.weight_bytes += L.bytes();
+}
+
+// <module>.kept_columns (I32 [n]) and <module>.kept_weight (F16 [out, n]) of an 8-bit checkpoint
+// saved with --keep-outlier-columns (src/model/quantize.h); nothing when neither is there.
+// Nothing read from the file is trusted: dtypes, shapes and indices are checked first.
+void TransformerModel::read_kept_columns(const std::string& module, int64_t out, int64_t in,
+                                         std::vector<int32_t>* cols, std::vector<uint16_t>* w) {
+  const io::TensorInfo* c = ckpt_->find(tname(module + ".kept_columns"));
+  const io::TensorInfo* kw = ckpt_->find(tname(module + ".kept_weight"));
+  if (!c && !kw) return;
+  const auto where = [&](const io::TensorInfo& t) {
+    return (t.file ? *t.file : ckpt_->dir()) + ": tensor '" + t.name + "'";
+  };
+  const auto got = [](const io::TensorInfo& t) { return std::string(dtype_name(t.dtype)) + " " + t.shape_str(); };
+  if (!c) throw Error(where(*kw) + " has no " + tname(module + ".kept_columns") + " beside it");
+  if (!kw) throw Error(where(*c) + " has no " + tname(module + ".kept_weight") + " beside it");
+  if (c->dtype != DType::I32 || c->shape.size() != 1 || c->shape[0] < 1 || c->shape[0] > in)
+    throw Error(where(*c) + " is " + got(*c) + ", expected I32 [n] with 1 <= n <= " + std::to_string(in));
+  const int64_t n = c->shape[0];
+  cols->resize(size_t(n));
+  std::memcpy(cols->data(), c->data, size_t(n) * sizeof(int32_t));
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t v = (*cols)[size_t(j)];
+    if (v < 0 || v >= in || (j > 0 && v <= (*cols)[size_t(j - 1)]))
+      throw Error(where(*c) + ": column indices must be ascending, unique and < " + std::to_string(in) +
+                  " (index " + std::to_string(j) + " is " + std::to_string(v) + ")");
+  }
+  if (kw->dtype != DType::F16 || kw->shape != std::vector<int64_t>{out, n})
+    throw Error(where(*kw) + " is " + got(*kw) + ", expected F16 [" + std::to_string(out) + ", " +
+                std::to_string(n) + "]");
+  w->resize(size_t(out) * size_t(n));
+  std::memcpy(w->data(), kw->data, w->size() * sizeof(uint16_t));
+  info_.checkpoint_bytes += c->nbytes + kw->nbytes;
+  bytes_done_ += c->nbytes + kw->nbytes;
 }
 
 void TransformerModel::load_norm(Norm& n, const std::string& prefix) {
@@ -391,6 +453,10 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
   if (!(opts_.threshold >= 0.f) || !std::isfinite(opts_.threshold))
     throw Error("threshold must be a finite number >= 0, got " + std::to_string(opts_.threshold));
   if (opts_.threads < 0) throw Error("threads must be >= 0, got " + std::to_string(opts_.threads));
+  if (opts_.precision != Precision::Int8) opts_.kept_columns.clear();  // only int8 weights keep columns
+  if (!opts_.kept_columns.empty() && c_.int8_threshold >= 0.f)
+    throw Error(dir + ": an 8-bit checkpoint: kept columns come from the 16-bit weights (quantize the "
+                "original model with --keep-outlier-columns)");
   threads_ = opts_.threads > 0 ? opts_.threads : omp_get_max_threads();
   // OpenMP threads call OpenBLAS on their own blocks (src/model/linear.h): OpenBLAS's own
   // threads would only compete with them.
@@ -458,6 +524,9 @@ TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& op
 
   if (s_.pos == PosKind::RoPE) inv_freq_ = rope_inv_freq(c_);
   if (s_.pos == PosKind::ALiBi) slopes_ = alibi_slopes(c_.num_heads);
+  for (const auto& [name, cols] : opts_.kept_columns)
+    if (!kept_seen_.count(name))
+      throw Error("kept columns given for '" + name + "', which is no Linear that LLM.int8() quantizes in " + dir);
 
   info_.architecture = c_.architecture;
   info_.model_type = c_.model_type;

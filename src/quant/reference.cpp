@@ -1,5 +1,6 @@
 #include "quant/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -80,16 +81,27 @@ std::vector<int64_t> outlier_indices(const uint8_t* outlier_cols, int64_t K) {
   return cols;
 }
 
+std::vector<int64_t> kept_slots(const Int8Weight& W, const std::vector<int64_t>& cols) {
+  std::vector<int64_t> slots(cols.size(), -1);
+  const int32_t* b = W.kept_cols;
+  const int32_t* e = W.kept_cols ? W.kept_cols + W.n_kept : nullptr;
+  for (size_t t = 0; t < cols.size() && W.n_kept > 0; ++t) {
+    const int32_t* p = std::lower_bound(b, e, cols[t]);
+    if (p != e && *p == cols[t]) slots[t] = p - b;
+  }
+  return slots;
+}
+
 template <class T>
 void add_outlier_product(const T* X, int64_t M, int64_t K, const Int8Weight& W,
                          const std::vector<int64_t>& cols, float* Yf) {
   if (cols.empty()) return;
   const int64_t N = W.out_features;
+  const std::vector<int64_t> slots = kept_slots(W, cols);
   for (int64_t n = 0; n < N; ++n) {
-    // The weight columns are dequantized from int8 and rounded to the activation dtype.
+    // The weight columns: kept fp16 ones, else dequantized from int8; rounded to the activation dtype.
     std::vector<float> wdq(cols.size());
-    for (size_t j = 0; j < cols.size(); ++j)
-      wdq[j] = to_float(from_float<T>(float(W.CB[n * K + cols[j]]) * W.SCB[n] * kInvInt8Max));
+    for (size_t j = 0; j < cols.size(); ++j) wdq[j] = outlier_weight<T>(W, n, cols[j], slots[j]);
     for (int64_t m = 0; m < M; ++m) {
       float acc = 0.f;
       for (size_t j = 0; j < cols.size(); ++j) acc += to_float(X[m * K + cols[j]]) * wdq[j];

@@ -44,8 +44,22 @@ template <class T>
 void dequantize(int64_t M, int64_t N, const int32_t* C, const float* absmax_x,
                 const float* absmax_w, const float* bias, T* Y);
 
+// For each outlier column cols[t], its slot j in W's kept columns (W.kept_cols[j] == cols[t]),
+// or -1 when it is not kept.
+std::vector<int64_t> kept_slots(const Int8Weight& W, const std::vector<int64_t>& cols);
+
+// The weight the 16-bit outlier product multiplies x[m,k] with, for row n and outlier column k
+// of kept slot `slot` (-1: not kept), rounded to T: the kept fp16 weight, else the dequantized
+// int8 weight CB[n,k] * SCB[n] / 127. Every host backend takes it from here.
+template <class T>
+inline float outlier_weight(const Int8Weight& W, int64_t n, int64_t k, int64_t slot) {
+  const float w = slot >= 0 ? to_float(f16{W.kept_w[n * W.n_kept + slot]})
+                            : float(W.CB[n * W.in_features + k]) * W.SCB[n] * kInvInt8Max;
+  return to_float(from_float<T>(w));
+}
+
 // Adds the outlier columns' 16-bit product into Yf [M,N] (float):
-// Yf[m,n] += sum_{k in cols} float(x[m,k]) * float(T(CB[n,k] * SCB[n] / 127)).
+// Yf[m,n] += sum_{k in cols} float(x[m,k]) * outlier_weight<T>(W, n, k, slot of k).
 template <class T>
 void add_outlier_product(const T* X, int64_t M, int64_t K, const Int8Weight& W,
                          const std::vector<int64_t>& cols, float* Yf);
