@@ -11,6 +11,7 @@
 #   cp ../shared/models/gpt2-tokenizer/{tokenizer.json,tokenizer_config.json,config.json} \
 #     .fuzzcarry/shared/models/gpt2-tokenizer/
 #   cp -r build-fuzz/seeds .fuzzcarry/seeds  # the seeds tools/fuzz.sh generated from ../shared
+#   mkdir -p .fuzzcarry/lib && cp -L /usr/lib/llvm-14/lib/libomp.so.5 .fuzzcarry/lib/
 #   echo /.fuzzcarry/ >> .git/info/exclude
 #
 # then call the device tool with carry [".carry", ".fuzzcarry"] and
@@ -22,7 +23,7 @@
 # directory (libFuzzer reloads it, so the workers exchange what they find). The executions of a
 # target are the sum over its processes' final stats. Any crash, leak, timeout or out-of-memory
 # stops that process with the input in $OUT/artifacts and is reported. Summary: $OUT/fuzz_summary.txt.
-# (The shared libraries the binaries need come from .carry/debs, as in run_on_device.sh.)
+# (The other shared libraries the binaries need come from .carry/debs, as in run_on_device.sh.)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/artifacts"
@@ -32,11 +33,10 @@ shift
 
 DEPS=/opt/deps
 mkdir -p $DEPS
-for f in .carry/debs/libsentencepiece0_*.deb .carry/debs/libprotobuf-lite32*.deb .carry/debs/libpcre2-8-0_*.deb \
-         .carry/debs/libutf8proc2_*.deb; do
-  [ -e "$f" ] && dpkg -x "$f" $DEPS
-done
-export LD_LIBRARY_PATH=$DEPS/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+for f in .carry/debs/*.deb; do dpkg -x "$f" $DEPS || exit 1; done
+LIBD=$DEPS/usr/lib/x86_64-linux-gnu
+# libomp.so.5 (LLVM's OpenMP runtime, which the clang build links) travels in .fuzzcarry/lib.
+export LD_LIBRARY_PATH=$PWD/.fuzzcarry/lib:$LIBD:$LIBD/openblas-pthread:${LD_LIBRARY_PATH:-}
 export LLMINT8_SHARED_DIR=$PWD/.fuzzcarry/shared
 echo "== $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $seconds s"
 
