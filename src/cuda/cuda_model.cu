@@ -809,25 +809,49 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
   T* t = static_cast<T*>(t_);
   T* b = static_cast<T*>(b_);
   const bool rms = s.norm == NormKind::RMSNorm;
-  auto norm = [&](const GNorm& g, const float* in, int64_t r, T* out_t, float* out_f) {
+  // A residual add x = (a2 + a1) + (res_t or x) whose result is next normalized is deferred and
+  // fused into that norm's kernel (one launch fewer, same values); `pending` holds it.
+  mk::ResidualAdd pending;
+  auto norm = [&](const GNorm& g, float* in, int64_t r, T* out_t, float* out_f) {
     // Few rows (decode): 1024 threads, the row's loads all in flight at once.
     const unsigned th = r <= 64 ? 1024 : 256;
+    mk::ResidualAdd add = pending;
+    if (add.a1) {
+      const int64_t skip = (M - r) * H;  // the last r rows (the final norm of the logits rows)
+      add.a1 = static_cast<const T*>(add.a1) + skip;
+      if (add.a2) add.a2 = static_cast<const T*>(add.a2) + skip;
+      if (add.res_t) add.res_t = static_cast<const T*>(add.res_t) + skip;
+    }
+    pending = {};
     if (H % 4 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0)
-      mk::norm_kernel<T, true><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f);
+      mk::norm_kernel<T, true><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f, add);
     else
-      mk::norm_kernel<T, false><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f);
+      mk::norm_kernel<T, false><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f, add);
     check_launch("norm_kernel");
   };
   auto residual = [&](const T* a1, const T* a2p, const T* res_t, const float* res_f, float* out) {
     mk::residual_kernel<T><<<grid_for(n), 256, 0, st>>>(n, a1, a2p, res_t, res_f, out);
     check_launch("residual_kernel");
   };
+  // x_ += the residual: deferred into the next norm unless res_t is that norm's output buffer
+  // (a: the post-layernorm residual of BLOOM-style configs), which the fused kernel cannot read
+  // safely while writing.
+  auto add_to_x = [&](const T* a1, const T* a2p, const T* res_t) {
+    if (res_t == a) residual(a1, a2p, res_t, x_, x_);
+    else pending = {a1, a2p, res_t};
+  };
+  auto flush = [&] {
+    if (pending.a1)
+      residual(static_cast<const T*>(pending.a1), static_cast<const T*>(pending.a2),
+               static_cast<const T*>(pending.res_t), x_, x_);
+    pending = {};
+  };
 
   mk::embed_kernel<T><<<unsigned(M), 256, 0, st>>>(d_tok_, H, static_cast<const T*>(m.embed_.w),
                                                    static_cast<const T*>(m.pos_embed_.w),
                                                    mk::QueryGroups{d_pos_, int(Mq_), 0}, int(s.pos_offset), x_);
   check_launch("embed_kernel");
-  if (m.embed_norm_.w) norm(m.embed_norm_, x_, M, nullptr, x_);
+  if (m.embed_norm_.w) norm(m.embed_norm_, x_, M, nullptr, x_);  // (nothing pending yet)
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const GLayer& L = m.layers_[size_t(l)];
@@ -835,19 +859,20 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
       case BlockKind::PreNorm:
         norm(L.n1, x_, M, a, nullptr);
         attention<T>(l, a, M, t);
-        residual(t, nullptr, s.residual_post_layernorm ? a : nullptr, x_, x_);
+        add_to_x(t, nullptr, s.residual_post_layernorm ? a : nullptr);
         norm(L.n2, x_, M, a, nullptr);
         mlp<T>(l, a, M, t);
-        residual(t, nullptr, s.residual_post_layernorm ? a : nullptr, x_, x_);
+        add_to_x(t, nullptr, s.residual_post_layernorm ? a : nullptr);
         break;
       case BlockKind::Parallel:
         norm(L.n1, x_, M, a, nullptr);
         attention<T>(l, a, M, t);
         norm(L.n2, x_, M, a2, nullptr);
         mlp<T>(l, a2, M, b);
-        residual(t, b, nullptr, x_, x_);  // x = (b + t) + x
+        add_to_x(t, b, nullptr);  // x = (b + t) + x
         break;
       case BlockKind::PostNorm:
+        flush();
         mk::to_t_kernel<T><<<grid_for(n), 256, 0, st>>>(n, x_, a);
         check_launch("to_t_kernel");
         attention<T>(l, a, M, t);
@@ -859,11 +884,12 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
         break;
     }
   }
-  if (rows == 0) return;
-  const float* last = x_ + (M - rows) * H;
+  if (rows == 0) return;  // (a pending add is not needed: x_ is dead after the last layer)
+  float* last = x_ + (M - rows) * H;
   if (m.final_norm_.w) {
     norm(m.final_norm_, last, rows, a, nullptr);
   } else {
+    flush();
     mk::to_t_kernel<T><<<grid_for(rows * H), 256, 0, st>>>(rows * H, last, a);
     check_launch("to_t_kernel");
   }

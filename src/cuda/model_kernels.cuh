@@ -71,30 +71,60 @@ __global__ void embed_kernel(const int32_t* __restrict__ tok, int64_t H, const T
   }
 }
 
+// The residual add of residual_kernel, for one element: (a2 ? a2 + a1 : a1) + (res_t ? res_t : res).
+struct ResidualAdd {
+  const void* a1 = nullptr;  // T; null = no add
+  const void* a2 = nullptr;
+  const void* res_t = nullptr;
+  template <class T>
+  __device__ float apply(int64_t i, float res_f) const {
+    float v = to_f(static_cast<const T*>(a1)[i]);
+    if (a2) v = __fadd_rn(to_f(static_cast<const T*>(a2)[i]), v);
+    return __fadd_rn(res_t ? to_f(static_cast<const T*>(res_t)[i]) : res_f, v);
+  }
+};
+
 // One row per block. RMSNorm: y = w * (x * float(1/sqrt(mean(x^2) + eps))), sum of squares in
 // double. LayerNorm: y = float((x - mean) / sqrt(var + eps)) * w + b, mean and biased variance in
 // double. Writes y as T to out_t and/or as float to out_f (in place on x allowed: the row is fully
 // read before it is written). VEC (H % 4 == 0): 16-byte loads of x.
+// With add.a1 set, the residual add comes first, fused: x = add(x) is computed, written back to x
+// (in place) and normalized -- the values and sums of residual_kernel then norm_kernel, one launch
+// fewer per add. (add.res_t must not alias out_t: another thread may write out_t[i] first.)
 template <class T, bool VEC>
-__global__ void __launch_bounds__(1024) norm_kernel(const float* __restrict__ x, int64_t H,
+__global__ void __launch_bounds__(1024) norm_kernel(float* x, int64_t H,
                                                     const float* __restrict__ w, const float* __restrict__ b,
-                                                    double eps, bool rms, T* out_t, float* out_f) {
+                                                    double eps, bool rms, T* out_t, float* out_f,
+                                                    ResidualAdd add) {
   __shared__ double red[32];
-  const float* xr = x + int64_t(blockIdx.x) * H;
+  float* xr = x + int64_t(blockIdx.x) * H;
+  const int64_t row0 = int64_t(blockIdx.x) * H;
   const int H4 = VEC ? int(H / 4) : 0;
   double s1 = 0, s2 = 0;
   if (VEC) {
     for (int i = threadIdx.x; i < H4; i += blockDim.x) {
-      const float4 v = reinterpret_cast<const float4*>(xr)[i];
+      float4 v = reinterpret_cast<const float4*>(xr)[i];
+      if (add.a1) {
+        const int64_t e = row0 + 4 * int64_t(i);
+        v = make_float4(add.apply<T>(e, v.x), add.apply<T>(e + 1, v.y), add.apply<T>(e + 2, v.z),
+                        add.apply<T>(e + 3, v.w));
+        reinterpret_cast<float4*>(xr)[i] = v;
+      }
       s1 += double(v.x) + double(v.y) + double(v.z) + double(v.w);
       s2 += double(v.x) * v.x + double(v.y) * v.y + double(v.z) * v.z + double(v.w) * v.w;
     }
   } else {
     for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-      s1 += double(xr[i]);
-      s2 += double(xr[i]) * double(xr[i]);
+      float v = xr[i];
+      if (add.a1) {
+        v = add.apply<T>(row0 + i, v);
+        xr[i] = v;
+      }
+      s1 += double(v);
+      s2 += double(v) * double(v);
     }
   }
+  // (The reductions below synchronise the block: the added row is visible to every thread.)
   if (rms) {
     const double ss = block_sum_d(s2, red);
     const float inv = float(1.0 / sqrt(ss / double(H) + eps));
