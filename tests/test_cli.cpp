@@ -2,10 +2,6 @@
 // stories260K, JSON contracts, and bad inputs -- each must end with exit code != 0 and exactly one
 // stderr line "llmint8: error: ...", never a signal.
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -20,8 +16,11 @@
 #include <string>
 #include <vector>
 
-extern char** environ;
+#include "cli_runner.h"
+#include "temp_dir.h"
+
 namespace fs = std::filesystem;
+namespace test = llmint8::test;
 using nlohmann::json;
 
 namespace {
@@ -30,82 +29,18 @@ const std::string kShared = LLMINT8_SHARED_DIR;
 const std::string kStories = kShared + "/models/stories260K";
 const std::string kGpt2Tok = kShared + "/models/gpt2-tokenizer";
 
-struct Run {
-  int exit_code = -1;
-  bool signaled = false;
-  int signal = 0;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void spit(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-// Runs the CLI with args (stdout/stderr to temporary files, so no pipe can fill up).
-Run run_cli(const std::vector<std::string>& args, const std::string& cwd = {}) {
-  Run r;
-  char out_tmpl[] = "/tmp/llmint8_cli_out_XXXXXX";
-  char err_tmpl[] = "/tmp/llmint8_cli_err_XXXXXX";
-  const int out_fd = mkstemp(out_tmpl), err_fd = mkstemp(err_tmpl);
-  if (out_fd < 0 || err_fd < 0) {
-    ADD_FAILURE() << "mkstemp failed";
-    return r;
-  }
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
-  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
-  std::vector<std::string> argv_s = {LLMINT8_CLI};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, LLMINT8_CLI, &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(out_fd);
-  close(err_fd);
-  if (rc != 0) {
-    ADD_FAILURE() << "posix_spawn " << LLMINT8_CLI << ": " << std::strerror(rc);
-  } else {
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) {
-      r.signaled = true;
-      r.signal = WTERMSIG(status);
-    }
-  }
-  r.out = slurp(out_tmpl);
-  r.err = slurp(err_tmpl);
-  unlink(out_tmpl);
-  unlink(err_tmpl);
-  return r;
-}
-
-std::string describe(const std::vector<std::string>& args, const Run& r) {
-  std::string s = "llmint8";
-  for (auto& a : args) s += " '" + a + "'";
-  return s + "\n  exit " + std::to_string(r.exit_code) + (r.signaled ? " signal " + std::to_string(r.signal) : "") +
-         "\n  stdout: " + r.out.substr(0, 400) + "\n  stderr: " + r.err.substr(0, 400);
-}
+using test::CliOptions;
+using Run = test::CliRun;
+using test::describe;
+using test::run_cli;
+const auto& slurp = test::read_file;
+const auto& spit = test::write_file;
 
 // A failure the way the CLI promises: no signal, exit != 0, one stderr line "llmint8: error: ...".
 Run expect_clean_error(const std::vector<std::string>& args, const std::string& must_mention = {}) {
   Run r = run_cli(args);
   const std::string d = describe(args, r);
-  EXPECT_FALSE(r.signaled) << "crashed: " << d;
+  EXPECT_FALSE(r.signaled) << (r.timed_out ? "hung: " : "crashed: ") << d;
   EXPECT_NE(r.exit_code, 0) << d;
   EXPECT_EQ(r.err.rfind("llmint8: error: ", 0), 0u) << d;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr must be one line: " << d;
@@ -117,7 +52,7 @@ Run expect_clean_error(const std::vector<std::string>& args, const std::string& 
 }
 
 Run expect_ok(const std::vector<std::string>& args, const std::string& cwd = {}) {
-  Run r = run_cli(args, cwd);
+  Run r = run_cli(args, CliOptions{cwd});
   EXPECT_FALSE(r.signaled) << describe(args, r);
   EXPECT_EQ(r.exit_code, 0) << describe(args, r);
   return r;
@@ -151,13 +86,6 @@ class Cli : public ::testing::Test {
     if (!fs::exists(kStories + "/config.json") || !fs::exists(kShared + "/reference/stories260K_reference.json"))
       GTEST_SKIP() << "shared data not found at " << kShared << " (LLMINT8_SHARED_DIR)";
     ref = json::parse(slurp(kShared + "/reference/stories260K_reference.json"));
-    char tmpl[] = "/tmp/llmint8_cli_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    tmp = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    if (!tmp.empty()) fs::remove_all(tmp, ec);
   }
   // A writable copy of stories260K under tmp/name (copied at test time, never committed).
   std::string copy_model(const std::string& name) {
@@ -195,7 +123,8 @@ class Cli : public ::testing::Test {
     return p;
   }
   json ref;
-  std::string tmp;
+  test::TempDir tmp_dir;
+  const std::string tmp = tmp_dir.str();
 };
 
 }  // namespace

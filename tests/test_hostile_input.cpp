@@ -5,38 +5,19 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "llmint8/error.h"
 #include "llmint8/tokenizer.h"
 #include "model/config.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace llmint8;
 
 namespace {
 
-class HostileInput : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / "llmint8_test_hostile_input" / info->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& bytes) const {
-    std::ofstream f(path(name), std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    ASSERT_TRUE(f.good()) << path(name);
-  }
-  fs::path dir_;
-};
+using HostileInput = test::TempDirTest;
 
 // Runs `load` and expects an Error naming `file` and containing `problem`, on one line.
 template <class F>
