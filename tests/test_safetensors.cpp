@@ -356,7 +356,7 @@ TEST_F(Safetensors, MalformedHeaders) {
   const std::string d8(8, 'x');  // 8 data bytes
 
   expect_bad_file(path("nonexistent.safetensors"), "cannot open");
-  expect_bad_file(dir_.string(), "not a regular file");
+  expect_bad_file(dir_.string(), "is a directory, expected a regular file");
   bad("", "file is 0 bytes, shorter than the 8-byte header length");
   bad("abcde", "file is 5 bytes, shorter than the 8-byte header length");
   bad(le64(100) + "{}", "header length 100 exceeds the file size 10");

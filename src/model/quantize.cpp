@@ -4,14 +4,13 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "llmint8/backend.h"
@@ -31,10 +30,17 @@ uint64_t PlannedTensor::bytes() const {
 
 namespace {
 
-// Files a model directory carries besides weights and config.json.
-constexpr const char* kCopiedFiles[] = {
-    "tokenizer.json",          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-    "generation_config.json",  "vocab.json",      "merges.txt",            "added_tokens.json"};
+// Files a model directory carries besides weights and config.json, with the most each may hold
+// (read whole, so capped before reading: io/read_file.h).
+struct CopiedFile {
+  const char* name;
+  uint64_t cap;
+};
+constexpr CopiedFile kCopiedFiles[] = {
+    {"tokenizer.json", io::kMaxTokenizerFileBytes},       {"tokenizer.model", io::kMaxTokenizerFileBytes},
+    {"tokenizer_config.json", io::kMaxConfigFileBytes},   {"special_tokens_map.json", io::kMaxConfigFileBytes},
+    {"generation_config.json", io::kMaxConfigFileBytes},  {"vocab.json", io::kMaxTokenizerFileBytes},
+    {"merges.txt", io::kMaxTokenizerFileBytes},           {"added_tokens.json", io::kMaxConfigFileBytes}};
 
 struct Source {
   ModelConfig config;
@@ -149,14 +155,6 @@ nlohmann::json quantization_config(const QuantizeOptions& opts) {
   return q;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot read");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 void write_outputs(const Source& src, const QuantizePlan& plan, const std::string& tmp,
                    const QuantizeOptions& opts, std::vector<std::string>* shards) {
   // Shards: consecutive runs of the plan under max_shard_bytes (a larger tensor gets its own).
@@ -233,15 +231,15 @@ void write_outputs(const Source& src, const QuantizePlan& plan, const std::strin
   if (runs.size() > 1)
     io::write_safetensors_index(tmp + "/model.safetensors.index.json", plan.output_bytes, weight_map);
 
-  for (const char* f : kCopiedFiles) {
-    const fs::path from = fs::path(src.ckpt->dir()) / f;
-    if (fs::is_regular_file(from)) io::write_file_atomic(tmp + "/" + f, read_text(from.string()));
+  for (const CopiedFile& f : kCopiedFiles) {
+    const std::string from = (fs::path(src.ckpt->dir()) / f.name).string();
+    if (io::path_exists(from)) io::write_file_atomic(tmp + "/" + f.name, io::read_file_capped(from, f.cap));
   }
   // config.json last: a directory without it is no model, whatever else it holds.
   nlohmann::json cfg;
   const std::string cfg_path = src.ckpt->dir() + "/config.json";
   try {
-    cfg = nlohmann::json::parse(read_text(cfg_path));
+    cfg = nlohmann::json::parse(io::read_file_capped(cfg_path, io::kMaxConfigFileBytes));
   } catch (const nlohmann::json::exception& e) {
     throw Error(cfg_path + ": invalid JSON: " + e.what());
   }
