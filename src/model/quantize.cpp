@@ -75,6 +75,14 @@ QuantizePlan make_plan(const Source& src, const QuantizeOptions& opts) {
     plan.input_bytes += t.nbytes;
     if (t.dtype == DType::BF16) plan.float_dtype = DType::BF16;
   }
+  // Every tensor the loader reads, with the shape and type it reads it with: a checkpoint that
+  // does not match its config.json is refused here, not written out for the loader to refuse.
+  for (const ExpectedTensor& e : expected_tensors(src.spec, src.config)) {
+    const io::TensorInfo& t = ck.get(src.tname(e.name), e.shape);  // throws naming the tensor
+    if (!is_float(t.dtype))
+      throw Error(*t.file + ": tensor '" + t.name + "' has dtype " + std::string(dtype_name(t.dtype)) +
+                  ", expected F32, F16 or BF16");
+  }
   // Which tensors are quantized Linear weights: module -> [out, in].
   std::map<std::string, std::pair<int64_t, int64_t>> linear_of_weight;
   for (const std::string& m : quantizable_linears(src.spec, src.config)) {
