@@ -24,6 +24,7 @@ int run_perplexity(PerplexityArgs& a) {
     throw Error("--limit-tokens " + std::to_string(a.limit) + ": must be at least 2 tokens");
   load_options(a.common);  // reject bad options before reading anything
   const std::string text = read_file(a.text_file, "--text");
+  if (text.empty()) throw Error("--text '" + a.text_file + "': the file is empty (nothing to score)");
   auto tok = load_tokenizer(a.common.model_dir);
   auto model = load_model(a.common);
   const int64_t ctx = a.ctx_opt->count() ? a.ctx : model->max_context();

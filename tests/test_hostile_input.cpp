@@ -2,41 +2,26 @@
 // millions of merges, an oversized file) fail with one-line Errors instead of exhausting memory,
 // and the inputs the fuzz targets (tests/fuzz) found to break a promise stay fixed.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
+#include "io/read_file.h"
+#include "io/safetensors.h"
 #include "llmint8/error.h"
 #include "llmint8/tokenizer.h"
 #include "model/config.h"
+#include "model/quantize.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace llmint8;
 
 namespace {
 
-class HostileInput : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / "llmint8_test_hostile_input" / info->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& bytes) const {
-    std::ofstream f(path(name), std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    ASSERT_TRUE(f.good()) << path(name);
-  }
-  fs::path dir_;
-};
+using HostileInput = test::TempDirTest;
 
 // Runs `load` and expects an Error naming `file` and containing `problem`, on one line.
 template <class F>
@@ -68,12 +53,8 @@ void write_tokenizer_with_merges(const std::string& p, size_t merges, M merge) {
 
 }  // namespace
 
-TEST_F(HostileInput, TokenizerJsonWithTenMillionMergesFailsWithAMessage) {
-  // 10M merges (60 MB of text): over the 5M cap; the parse stops at the first merge past it.
-  write_tokenizer_with_merges(path("tokenizer.json"), 10'000'000, [](size_t) { return "\"a b\""; });
-  expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer.json"),
-               "more than 5000000 merges");
-}
+// A tokenizer.json with 10 million merges (over the 5M cap) is a row of the bad-input matrix
+// (BadInput/Matrix.Rejects/tokenizer_json_with_10M_merges), through the CLI.
 
 TEST_F(HostileInput, TokenizerJsonUnderTheCapsStillLoads) {
   // A few duplicate merges of a tiny vocabulary load (the cap is on counts, not on content);
@@ -156,4 +137,74 @@ TEST_F(HostileInput, TokenizerFloatIdsAreRefused) {
                               model + "}");
   expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer.json"),
                "BertProcessing cls id is not an integer (number)");
+}
+
+// ---- size caps of the small files of a model directory (io/read_file.h) ----------------------
+
+namespace {
+// A sparse file: `size` bytes of which only `prefix` is written.
+void sparse(const std::string& p, const std::string& prefix, uint64_t size) {
+  test::write_file(p, prefix);
+  fs::resize_file(p, size);
+}
+const std::string kTinyBpe = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+}  // namespace
+
+TEST_F(HostileInput, ReadFileCappedRefusesBeforeReading) {
+  write("exact", std::string(100, 'x'));
+  EXPECT_EQ(io::read_file_capped(path("exact"), 100), std::string(100, 'x'));
+  expect_error([&] { io::read_file_capped(path("exact"), 99); }, path("exact"),
+               "file is 100 bytes, over the 99-byte limit for a exact");
+  expect_error([&] { io::read_file_capped(path("missing"), 99); }, path("missing"), "cannot open");
+  expect_error([&] { io::read_file_capped(dir_.string(), 99); }, dir_.string(), "is a directory, expected a regular file");
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0600), 0);  // no writer: a blocking open would hang
+  expect_error([&] { io::read_file_capped(path("fifo"), 99); }, path("fifo"), "is a FIFO, expected a regular file");
+  fs::create_symlink("/dev/zero", path("zero"));  // endless: reading it would exhaust memory
+  expect_error([&] { io::read_file_capped(path("zero"), 1 << 20); }, path("zero"),
+               "is a character device, expected a regular file");
+}
+
+TEST_F(HostileInput, OversizedConfigFilesAreRefused) {
+  const uint64_t over = io::kMaxConfigFileBytes + 1;
+  const std::string limit = "file is 16777217 bytes, over the 16777216-byte limit";
+  sparse(path("config.json"), "{", over);
+  expect_error([&] { model::load_config(dir_.string()); }, path("config.json"), limit + " for a config.json");
+
+  // A valid config.json, an oversized generation_config.json.
+  write("config.json", R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512, "max_position_embeddings": 256})");
+  ASSERT_NO_THROW(model::load_config(dir_.string()));
+  sparse(path("generation_config.json"), "{", over);
+  expect_error([&] { model::load_config(dir_.string()); }, path("generation_config.json"),
+               limit + " for a generation_config.json");
+
+  // tokenizer_config.json, consulted for BOS/EOS when config.json has no ids (here: none).
+  fs::remove(path("config.json"));
+  write("tokenizer.json", kTinyBpe);
+  ASSERT_NO_THROW(Tokenizer::load(dir_.string()));
+  sparse(path("tokenizer_config.json"), "{", over);
+  expect_error([&] { Tokenizer::load(dir_.string()); }, path("tokenizer_config.json"),
+               limit + " for a tokenizer_config.json");
+}
+
+TEST_F(HostileInput, OversizedShardIndexIsRefused) {
+  write("model-00001-of-00001.safetensors", std::string("\x02\0\0\0\0\0\0\0{}", 10));
+  write("model.safetensors.index.json", R"({"weight_map": {}})");
+  ASSERT_NO_THROW(io::Checkpoint::open(dir_.string()));
+  sparse(path("model.safetensors.index.json"), "{", io::kMaxIndexFileBytes + 1);
+  expect_error([&] { io::Checkpoint::open(dir_.string()); }, path("model.safetensors.index.json"),
+               "file is 67108865 bytes, over the 67108864-byte limit for a model.safetensors.index.json");
+}
+
+// special_tokens_map.json is never interpreted, only copied by quantize: refused there, and the
+// half-written output removed.
+TEST_F(HostileInput, OversizedSpecialTokensMapIsRefusedByQuantize) {
+  const fs::path fixture = fs::path(LLMINT8_SOURCE_DIR) / "tests/fixtures/llama";
+  const fs::path in = dir_ / "in", out = dir_ / "out";
+  fs::copy(fixture, in);
+  sparse((in / "special_tokens_map.json").string(), "{", io::kMaxConfigFileBytes + 1);
+  expect_error([&] { model::quantize_checkpoint(in.string(), out.string(), {}); },
+               (in / "special_tokens_map.json").string(),
+               "file is 16777217 bytes, over the 16777216-byte limit for a special_tokens_map.json");
+  EXPECT_EQ(listing(), (std::set<std::string>{"in"}));
 }

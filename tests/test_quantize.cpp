@@ -15,6 +15,8 @@
 #include "io/safetensors_writer.h"
 #include "llmint8/error.h"
 #include "llmint8/model.h"
+#include "model/arch.h"
+#include "model/config.h"
 #include "model/quantize.h"
 #include "model/transformer.h"
 
@@ -270,6 +272,39 @@ TEST(Quantize, RefusesExistingOutputAndQuantizedInput) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("already an 8-bit checkpoint"), std::string::npos) << e.what();
   }
+}
+
+// Every tensor the loader reads is planned for by expected_tensors (checked on every family's
+// fixture), and a checkpoint that does not match its config.json is refused before anything is
+// written -- it used to be quantized into an output the loader then refused (found by the
+// bad-input matrix, tests/test_bad_input_matrix.cpp).
+TEST(Quantize, RefusesACheckpointThatDoesNotMatchItsConfig) {
+  for (const char* fam : kFamilies) {
+    SCOPED_TRACE(fam);
+    const fs::path src = kFixtures / fam;
+    const model::ModelConfig c = model::load_config(src.string());
+    auto ck = io::Checkpoint::open(src.string());
+    for (const auto& e : model::expected_tensors(model::arch_for(c), c)) {
+      const io::TensorInfo* t = ck->find(e.name);
+      ASSERT_NE(t, nullptr) << e.name;
+      EXPECT_EQ(t->shape, e.shape) << e.name;
+    }
+  }
+  const fs::path in = fresh_dir("mismatch-in"), out = fresh_dir("mismatch-out");
+  fs::copy(kFixtures / "llama", in);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(in / "config.json"));
+  cfg["vocab_size"] = 100;  // the embedding has 128 rows
+  std::ofstream(in / "config.json") << cfg.dump();
+  try {
+    model::quantize_checkpoint(in.string(), out.string(), {});
+    ADD_FAILURE() << "quantized a checkpoint that does not match its config";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.embed_tokens.weight' has shape [128, 64], expected [100, 64]"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(out.parent_path()))
+    EXPECT_EQ(e.path().filename().string().find("mismatch-out.tmp"), std::string::npos) << e.path();
 }
 
 // An exception mid-way (a failed write, Ctrl-C turned into an exception) removes everything.

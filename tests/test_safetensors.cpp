@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "llmint8/error.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace llmint8;
@@ -21,37 +22,9 @@ using namespace llmint8::io;
 
 namespace {
 
-class Safetensors : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::path(::testing::TempDir()) / "llmint8_test_safetensors" / info->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::set<std::string> listing() const {
-    std::set<std::string> s;
-    for (const auto& e : fs::directory_iterator(dir_)) s.insert(e.path().filename().string());
-    return s;
-  }
-  fs::path dir_;
-};
-
-void write_bytes(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
-
-std::string read_bytes(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using Safetensors = test::TempDirTest;
+using test::read_file;
+using test::write_file;
 
 std::string le64(uint64_t n) {
   std::string s(8, '\0');
@@ -138,7 +111,7 @@ TEST_F(Safetensors, RoundTripEveryDtypeScalarAndEmpty) {
   EXPECT_EQ(listing(), std::set<std::string>{"model.safetensors"});
 
   // Layout: header length a multiple of 8 (data area 8-aligned), space padded, data back to back.
-  const std::string bytes = read_bytes(p);
+  const std::string bytes = read_file(p);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[i]);
   EXPECT_EQ(n % 8, 0u);
@@ -320,7 +293,7 @@ TEST_F(Safetensors, ShardedCheckpoint) {
   EXPECT_EQ(a[11], 11.0f);
 
   // The index JSON as Hugging Face writes it.
-  const auto j = read_bytes(path("model.safetensors.index.json"));
+  const auto j = read_file(path("model.safetensors.index.json"));
   EXPECT_NE(j.find("\"total_size\": 62"), std::string::npos) << j;
   EXPECT_NE(j.find("\"weight_map\""), std::string::npos) << j;
 }
@@ -332,25 +305,25 @@ TEST_F(Safetensors, CheckpointErrors) {
   const std::string idx = path("model.safetensors.index.json");
   const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
 
-  write_bytes(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": "missing.safetensors"}})");
+  write_file(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": "missing.safetensors"}})");
   expect_bad_checkpoint(d, idx, "shard 'missing.safetensors' does not exist");
-  write_bytes(idx, R"({"weight_map": {"a": "../)" + s1 + R"("}})");
+  write_file(idx, R"({"weight_map": {"a": "../)" + s1 + R"("}})");
   expect_bad_checkpoint(d, idx, "is not a plain file name");
-  write_bytes(idx, R"({"weight_map": {"a": "/etc/passwd"}})");
+  write_file(idx, R"({"weight_map": {"a": "/etc/passwd"}})");
   expect_bad_checkpoint(d, idx, "is not a plain file name");
-  write_bytes(idx, R"({"weight_map": {"a": ".."}})");
+  write_file(idx, R"({"weight_map": {"a": ".."}})");
   expect_bad_checkpoint(d, idx, "is not a plain file name");
-  write_bytes(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": ")" + s1 + R"("}})");
+  write_file(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": ")" + s1 + R"("}})");
   expect_bad_checkpoint(d, idx, "tensor 'c' is mapped to shard '" + s1 + "' which does not contain it");
-  write_bytes(idx, R"({"weight_map": {"a": 3}})");
+  write_file(idx, R"({"weight_map": {"a": 3}})");
   expect_bad_checkpoint(d, idx, "is not a string");
-  write_bytes(idx, R"({"metadata": {}})");
+  write_file(idx, R"({"metadata": {}})");
   expect_bad_checkpoint(d, idx, "missing \"weight_map\"");
-  write_bytes(idx, R"({"weight_map": [1]})");
+  write_file(idx, R"({"weight_map": [1]})");
   expect_bad_checkpoint(d, idx, "\"weight_map\" is not an object");
-  write_bytes(idx, R"({"weight_map": {"a": ")");
+  write_file(idx, R"({"weight_map": {"a": ")");
   expect_bad_checkpoint(d, idx, "invalid JSON");
-  write_bytes(idx, "[]");
+  write_file(idx, "[]");
   expect_bad_checkpoint(d, idx, "not a JSON object");
 
   // A tensor present in two shards.
@@ -363,11 +336,11 @@ TEST_F(Safetensors, CheckpointErrors) {
     w.write("c", &y);
     w.commit();
   }
-  write_bytes(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": ")" + s2 + R"("}})");
+  write_file(idx, R"({"weight_map": {"a": ")" + s1 + R"(", "c": ")" + s2 + R"("}})");
   expect_bad_checkpoint(d, path(s2), "tensor 'a' is also in");
 
   // A corrupt shard surfaces the shard's own error.
-  write_bytes(path(s2), "garbage");
+  write_file(path(s2), "garbage");
   expect_bad_checkpoint(d, path(s2), "shorter than the 8-byte");
 }
 
@@ -377,13 +350,13 @@ TEST_F(Safetensors, MalformedHeaders) {
   const std::string p = path("bad.safetensors");
   auto bad = [&](const std::string& bytes, const std::string& problem) {
     SCOPED_TRACE(problem);
-    write_bytes(p, bytes);
+    write_file(p, bytes);
     expect_bad_file(p, problem);
   };
   const std::string d8(8, 'x');  // 8 data bytes
 
   expect_bad_file(path("nonexistent.safetensors"), "cannot open");
-  expect_bad_file(dir_.string(), "not a regular file");
+  expect_bad_file(dir_.string(), "is a directory, expected a regular file");
   bad("", "file is 0 bytes, shorter than the 8-byte header length");
   bad("abcde", "file is 5 bytes, shorter than the 8-byte header length");
   bad(le64(100) + "{}", "header length 100 exceeds the file size 10");
@@ -461,7 +434,7 @@ TEST_F(Safetensors, AcceptsEdgeCasesTheFormatAllows) {
   const std::string p = path("ok.safetensors");
   // Zero-size tensors anywhere in the data area (they occupy no bytes), a zero dimension next to
   // a huge one, unknown extra fields, and unused bytes after the last tensor.
-  write_bytes(p, raw_file(R"({"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]},
+  write_file(p, raw_file(R"({"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]},
       "z": {"dtype": "F32", "shape": [0, 4611686018427387904], "data_offsets": [3, 3]},
       "s": {"dtype": "U8", "shape": [], "data_offsets": [8, 9], "extra": {"x": [1]}}})",
                           "abcdefghi" + std::string(7, '\0')));
@@ -479,7 +452,7 @@ TEST_F(Safetensors, AcceptsEdgeCasesTheFormatAllows) {
 // the sanitizer build of this test reports it).
 TEST_F(Safetensors, ZeroDimensionAfterOverflowingDimensions) {
   const std::string p = path("z.safetensors");
-  write_bytes(p, raw_file(R"({"z": {"dtype": "F32", "shape": [4611686018427387904, 4, 0], "data_offsets": [0, 0]}})", ""));
+  write_file(p, raw_file(R"({"z": {"dtype": "F32", "shape": [4611686018427387904, 4, 0], "data_offsets": [0, 0]}})", ""));
   SafetensorsFile f(p);
   EXPECT_EQ(f.find("z")->numel(), 0);
   EXPECT_EQ(f.find("z")->nbytes, 0u);
@@ -490,7 +463,7 @@ TEST_F(Safetensors, ZeroDimensionAfterOverflowingDimensions) {
 // escape); the message must stay one line, with the control characters escaped.
 TEST_F(Safetensors, ControlCharactersInNamesKeepMessagesOneLine) {
   const std::string p = path("ctl.safetensors");
-  write_bytes(p, raw_file(R"({"a\nb\u0007": {"dtype": "F\n32", "shape": [1], "data_offsets": [0, 4]}})",
+  write_file(p, raw_file(R"({"a\nb\u0007": {"dtype": "F\n32", "shape": [1], "data_offsets": [0, 4]}})",
                           std::string(4, '\0')));
   expect_bad_file(p, R"(tensor 'a\nb\x07': unknown dtype "F\n32")");
 }
@@ -547,7 +520,7 @@ TEST_F(Safetensors, ParseIndexText) {
 TEST_F(Safetensors, HeaderOverSizeCap) {
   // A header length past the 100 MB cap inside a (sparse) file that is long enough.
   const std::string p = path("big.safetensors");
-  write_bytes(p, le64(100'000'001) + "{}");
+  write_file(p, le64(100'000'001) + "{}");
   fs::resize_file(p, 100'000'016);
   expect_bad_file(p, "header length 100000001 exceeds the 100000000-byte limit");
 }
@@ -565,13 +538,13 @@ TEST_F(Safetensors, TruncatedFilesAllRejected) {
     w.write("c", c.data());
     w.commit();
   }
-  const std::string bytes = read_bytes(good);
+  const std::string bytes = read_file(good);
   ASSERT_NO_THROW(SafetensorsFile{good});
   const std::string p = path("cut.safetensors");
   // Every cut point: inside the length, inside the header, inside each tensor.
   for (size_t cut = 0; cut < bytes.size(); ++cut) {
     SCOPED_TRACE("cut at " + std::to_string(cut) + " of " + std::to_string(bytes.size()));
-    write_bytes(p, bytes.substr(0, cut));
+    write_file(p, bytes.substr(0, cut));
     try {
       SafetensorsFile f(p);
       ADD_FAILURE() << "truncated file accepted";
@@ -625,7 +598,7 @@ TEST_F(Safetensors, WriterAbortLeavesNothing) {
 
 TEST_F(Safetensors, WriterIoFailureMidwayKeepsOldFile) {
   const std::string p = path("out.safetensors");
-  write_bytes(p, "previous contents");
+  write_file(p, "previous contents");
   const auto big = pattern(1 << 16, 7);
   // Simulate a full disk: cap this process's file size so the second tensor's write fails (EFBIG).
   struct rlimit old {};
@@ -654,17 +627,17 @@ TEST_F(Safetensors, WriterIoFailureMidwayKeepsOldFile) {
   EXPECT_NE(message.find("write failed"), std::string::npos) << message;
   EXPECT_NE(message.find(".tmp-"), std::string::npos) << message;
   EXPECT_EQ(listing(), std::set<std::string>{"out.safetensors"});
-  EXPECT_EQ(read_bytes(p), "previous contents");
+  EXPECT_EQ(read_file(p), "previous contents");
 }
 
 TEST_F(Safetensors, WriterReplacesExistingFileOnCommit) {
   const std::string p = path("out.safetensors");
-  write_bytes(p, "previous contents");
+  write_file(p, "previous contents");
   const uint8_t x[3] = {1, 2, 3};
   SafetensorsWriter w(p);
   w.add("x", DType::U8, {3});
   w.write("x", x);
-  EXPECT_EQ(read_bytes(p), "previous contents");
+  EXPECT_EQ(read_file(p), "previous contents");
   w.commit();
   SafetensorsFile f(p);
   EXPECT_EQ(f.find("x")->data[2], 3);

@@ -24,18 +24,9 @@ shared="${LLMINT8_SHARED_DIR:-$root/../shared}"
 
 # clang with its sanitizer/libFuzzer runtime, and libomp (the top-level CMakeLists finds
 # OpenMP for the main library even though the fuzz targets do not use it).
-packages=(clang libclang-rt-14-dev libomp-14-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "fuzz: installing ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=tools/lib/apt.sh
+source tools/lib/apt.sh
+apt_install_missing fuzz clang libclang-rt-14-dev libomp-14-dev
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \

@@ -12,11 +12,11 @@
 // families use are implemented; anything else is rejected at load with an "unsupported" Error.
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <limits>
 #include <queue>
 #include <unordered_map>
 
+#include "io/read_file.h"
 #include "io/tokenizer_impl.h"
 #include "io/unicode.h"
 #include "llmint8/error.h"
@@ -1147,17 +1147,11 @@ std::string HfBpeTokenizer::decode(std::span<const int32_t> ids, bool skip_speci
 // 256K tokens, 34 MB) so that a hostile or corrupt file fails with a message instead of
 // exhausting memory: the size is checked before the file is read, the counts while it is parsed
 // (the parse stops at the first entry over a cap).
-constexpr uint64_t kMaxTokenizerJsonBytes = uint64_t(1) << 30;  // 1 GiB
 constexpr size_t kMaxVocab = 2'000'000;                          // model.vocab, and added_tokens
 constexpr size_t kMaxMerges = 5'000'000;
 
 json read_tokenizer_json(const std::string& path) {
-  std::error_code ec;
-  const auto bytes = std::filesystem::file_size(path, ec);
-  if (!ec && bytes > kMaxTokenizerJsonBytes)
-    throw Error(path + ": file is " + std::to_string(bytes) + " bytes, over the " +
-                std::to_string(kMaxTokenizerJsonBytes) + "-byte limit for a tokenizer.json");
-  const std::string text = read_file_bytes(path);
+  const std::string text = read_file_capped(path, kMaxTokenizerFileBytes);  // 1 GiB
   // Counts the entries of model.vocab, model.merges and added_tokens as the parser meets them
   // (depth 1: keys of the root; 2: of "model"; 3: entries of model.vocab / model.merges).
   std::string key1, key2;

@@ -11,13 +11,13 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.h"
 #include "llmint8/error.h"
 
 namespace llmint8::io {
@@ -248,7 +248,9 @@ SafetensorsHeader SafetensorsFile::parse(const uint8_t* base, size_t size,
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO in place of the file would otherwise block the open forever (it is then
+  // refused as not a regular file).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) fail(path, "cannot open: " + errno_text(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -258,7 +260,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    fail(path, "not a regular file");
+    fail(path, what_it_is(st.st_mode) + ", expected a regular file");
   }
   size_ = size_t(st.st_size);
   if (size_ < 8) {  // before mmap, which refuses an empty file
@@ -326,20 +328,6 @@ bool plain_file_name(const std::string& s) {
          s.find("..") == std::string::npos;
 }
 
-std::string read_small_file(const std::string& path, size_t cap) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, "cannot open: " + errno_text(errno));
-  f.seekg(0, std::ios::end);
-  const std::streamoff n = f.tellg();
-  if (n < 0) fail(path, "cannot read");
-  if (uint64_t(n) > cap) fail(path, "file is " + std::to_string(n) + " bytes, over the " +
-                                        std::to_string(cap) + "-byte limit for an index");
-  f.seekg(0);
-  std::string s(size_t(n), '\0');
-  if (!f.read(s.data(), n)) fail(path, "cannot read");
-  return s;
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> Checkpoint::parse_index(
@@ -395,7 +383,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
   if (!file_exists(index_path))
     throw Error(dir + ": no model.safetensors or model.safetensors.index.json");
 
-  const auto weight_map = parse_index(read_small_file(index_path, kMaxHeaderBytes), index_path);
+  const auto weight_map = parse_index(read_file_capped(index_path, kMaxIndexFileBytes), index_path);
   std::map<std::string, const SafetensorsFile*> shards;  // each shard opened once
   for (const auto& [tensor, shard] : weight_map) {
     if (shards.count(shard)) continue;

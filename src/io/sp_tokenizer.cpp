@@ -5,6 +5,7 @@
 // otherwise prints them as their piece text.
 #include <sentencepiece_processor.h>
 
+#include "io/read_file.h"
 #include "io/tokenizer_impl.h"
 #include "llmint8/error.h"
 
@@ -17,7 +18,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::string& path, const std::string& dir) : file_(path) {
     // Read the bytes ourselves so a missing file and a corrupt one give distinct messages.
-    const std::string bytes = read_file_bytes(path);
+    const std::string bytes = read_file_capped(path, kMaxTokenizerFileBytes);
     const auto st = sp_.LoadFromSerializedProto(bytes);
     if (!st.ok()) throw Error(path + ": not a valid SentencePiece model: " + st.ToString());
     if (sp_.GetPieceSize() <= 0) throw Error(path + ": SentencePiece model has no pieces");

@@ -1,9 +1,9 @@
 // Tokenizer::load and the helpers shared by the tokenizer.json and tokenizer.model back ends.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <string_view>
 
+#include "io/read_file.h"
 #include "io/tokenizer_impl.h"
 #include "llmint8/error.h"
 
@@ -30,6 +30,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& dir) {
         std::fprintf(stderr, "llmint8: warning: %s; using %s instead\n", json_error.what(), model_path.c_str());
         return tok;
       } catch (const Error& model_error) {
+        // The same cause for both (a broken config.json or tokenizer_config.json beside them):
+        // say it once.
+        if (std::string_view(model_error.what()) == json_error.what()) throw;
         throw Error(std::string(json_error.what()) + "; and " + model_error.what());
       }
     }
@@ -48,17 +51,8 @@ namespace io {
 
 using json = nlohmann::json;
 
-std::string read_file_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open file");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw Error(path + ": read error");
-  return std::move(ss).str();
-}
-
 json read_json_file(const std::string& path) {
-  const std::string text = read_file_bytes(path);
+  const std::string text = read_file_capped(path, kMaxConfigFileBytes);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -67,10 +61,9 @@ json read_json_file(const std::string& path) {
 }
 
 std::optional<json> read_optional_json(const std::string& dir, const std::string& name) {
-  const fs::path p = fs::path(dir) / name;
-  std::error_code ec;
-  if (!fs::exists(p, ec)) return std::nullopt;
-  return read_json_file(p.string());
+  const std::string p = (fs::path(dir) / name).string();
+  if (!path_exists(p)) return std::nullopt;
+  return read_json_file(p);
 }
 
 namespace {

@@ -17,9 +17,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
 // tokenizer.model (SentencePiece) through libsentencepiece.
 std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path, const std::string& dir);
 
-// Whole file as bytes; throws Error("<path>: <reason>").
-std::string read_file_bytes(const std::string& path);
-// Parsed JSON file; throws Error("<path>: ...") when unreadable or malformed.
+// Parsed JSON file of at most io::kMaxConfigFileBytes (tokenizer_config.json, config.json);
+// throws Error("<path>: ...") when unreadable, too large or malformed.
 nlohmann::json read_json_file(const std::string& path);
 // Parsed <dir>/<name> when that file exists, else nullopt (errors as read_json_file).
 std::optional<nlohmann::json> read_optional_json(const std::string& dir, const std::string& name);

@@ -166,4 +166,40 @@ std::vector<std::string> quantizable_linears(const ArchSpec& s, const ModelConfi
   return out;
 }
 
+std::vector<ExpectedTensor> expected_tensors(const ArchSpec& s, const ModelConfig& c) {
+  const int64_t H = c.hidden_size, V = c.vocab_size, D = c.head_dim, I = c.intermediate_size;
+  const int64_t qd = c.num_heads * D, kvd = c.num_kv_heads * D;
+  std::vector<ExpectedTensor> out;
+  auto norm = [&](const std::string& prefix) {
+    out.push_back({prefix + ".weight", {H}});
+    if (s.norm == NormKind::LayerNorm) out.push_back({prefix + ".bias", {H}});
+  };
+  auto linear = [&](const std::string& module, int64_t o, int64_t i, bool bias, bool conv1d) {
+    out.push_back({module + ".weight", conv1d ? std::vector<int64_t>{i, o} : std::vector<int64_t>{o, i}});
+    if (bias) out.push_back({module + ".bias", {o}});
+  };
+  out.push_back({s.embed, {V, H}});
+  if (!s.pos_embed.empty()) out.push_back({s.pos_embed, {c.max_positions + s.pos_offset, H}});
+  if (!s.embed_norm.empty()) norm(s.embed_norm);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = layer_name(s.layer_prefix, l);
+    norm(p + s.norm1);
+    if (s.qkv == QkvLayout::Separate) {
+      linear(p + s.q, qd, H, c.qkv_bias, s.conv1d);
+      linear(p + s.k, kvd, H, c.qkv_bias, s.conv1d);
+      linear(p + s.v, kvd, H, c.qkv_bias, s.conv1d);
+    } else {
+      linear(p + s.qkv_fused, qd + 2 * kvd, H, c.qkv_bias, s.conv1d);
+    }
+    linear(p + s.o, H, qd, c.o_bias, s.conv1d);
+    norm(p + s.norm2);
+    if (s.mlp == MlpKind::Gated) linear(p + s.gate, I, H, c.mlp_bias, s.conv1d);
+    linear(p + s.up, I, H, c.mlp_bias, s.conv1d);
+    linear(p + s.down, H, I, c.mlp_bias, s.conv1d);
+  }
+  if (!s.final_norm.empty()) norm(s.final_norm);
+  if (!c.tie_word_embeddings) linear(s.lm_head, V, H, false, false);  // an nn.Linear, also in GPT-2
+  return out;
+}
+
 }  // namespace llmint8::model

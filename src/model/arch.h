@@ -62,4 +62,13 @@ std::string layer_name(const std::string& tmpl, int64_t i);
 // among them: they stay in 16-bit.
 std::vector<std::string> quantizable_linears(const ArchSpec& s, const ModelConfig& c);
 
+// One tensor a 16/32-bit checkpoint of the config must hold, with the shape the loader reads it
+// with (src/model/transformer.cpp): embeddings, norms, every Linear's weight (GPT-2's Conv1D as
+// [in, out]) and bias, an untied lm_head. Full names, with the base prefix.
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+std::vector<ExpectedTensor> expected_tensors(const ArchSpec& s, const ModelConfig& c);
+
 }  // namespace llmint8::model

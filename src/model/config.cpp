@@ -2,10 +2,9 @@
 
 #include <climits>
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "io/read_file.h"
 #include "llmint8/error.h"
 
 namespace llmint8::model {
@@ -111,12 +110,9 @@ std::vector<int32_t> token_ids(const Fields& f, const char* key) {
 }
 
 json read_json_file(const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(file + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = io::read_file_capped(file, io::kMaxConfigFileBytes);
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw Error(file + ": invalid JSON: " + std::string(e.what()));
   }
@@ -384,11 +380,11 @@ ModelConfig parse_config(const json& j, const std::string& dir, const std::strin
 
 ModelConfig load_config(const std::string& dir) {
   const std::string file = dir + "/config.json";
-  if (!std::ifstream(file, std::ios::binary))
+  if (!io::path_exists(file))
     throw Error(file + ": cannot open (is '" + dir + "' a Hugging Face model directory?)");
   ModelConfig c = parse_config(read_json_file(file), dir, file);
   const std::string gen = dir + "/generation_config.json";
-  if (std::ifstream(gen, std::ios::binary)) {
+  if (io::path_exists(gen)) {
     const json g = read_json_file(gen);
     if (!g.is_object()) throw Error(gen + ": not a JSON object");
     std::vector<int32_t> eos = token_ids(Fields(g, gen), "eos_token_id");

@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "llmint8/backend.h"
@@ -32,10 +31,17 @@ uint64_t PlannedTensor::bytes() const {
 
 namespace {
 
-// Files a model directory carries besides weights and config.json.
-constexpr const char* kCopiedFiles[] = {
-    "tokenizer.json",          "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-    "generation_config.json",  "vocab.json",      "merges.txt",            "added_tokens.json"};
+// Files a model directory carries besides weights and config.json, with the most each may hold
+// (read whole, so capped before reading: io/read_file.h).
+struct CopiedFile {
+  const char* name;
+  uint64_t cap;
+};
+constexpr CopiedFile kCopiedFiles[] = {
+    {"tokenizer.json", io::kMaxTokenizerFileBytes},       {"tokenizer.model", io::kMaxTokenizerFileBytes},
+    {"tokenizer_config.json", io::kMaxConfigFileBytes},   {"special_tokens_map.json", io::kMaxConfigFileBytes},
+    {"generation_config.json", io::kMaxConfigFileBytes},  {"vocab.json", io::kMaxTokenizerFileBytes},
+    {"merges.txt", io::kMaxTokenizerFileBytes},           {"added_tokens.json", io::kMaxConfigFileBytes}};
 
 struct Source {
   ModelConfig config;
@@ -69,6 +75,14 @@ QuantizePlan make_plan(const Source& src, const QuantizeOptions& opts) {
     const io::TensorInfo& t = *ck.find(n);
     plan.input_bytes += t.nbytes;
     if (t.dtype == DType::BF16) plan.float_dtype = DType::BF16;
+  }
+  // Every tensor the loader reads, with the shape and type it reads it with: a checkpoint that
+  // does not match its config.json is refused here, not written out for the loader to refuse.
+  for (const ExpectedTensor& e : expected_tensors(src.spec, src.config)) {
+    const io::TensorInfo& t = ck.get(src.tname(e.name), e.shape);  // throws naming the tensor
+    if (!is_float(t.dtype))
+      throw Error(*t.file + ": tensor '" + t.name + "' has dtype " + std::string(dtype_name(t.dtype)) +
+                  ", expected F32, F16 or BF16");
   }
   // Which tensors are quantized Linear weights: weight tensor -> (module, [out, in]).
   std::map<std::string, std::pair<std::string, std::pair<int64_t, int64_t>>> linear_of_weight;
@@ -167,14 +181,6 @@ nlohmann::json quantization_config(const QuantizeOptions& opts) {
   return q;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot read");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 void write_outputs(const Source& src, const QuantizePlan& plan, const std::string& tmp,
                    const QuantizeOptions& opts, std::vector<std::string>* shards) {
   // Shards: consecutive runs of the plan under max_shard_bytes (a larger tensor gets its own).
@@ -267,15 +273,15 @@ void write_outputs(const Source& src, const QuantizePlan& plan, const std::strin
   if (runs.size() > 1)
     io::write_safetensors_index(tmp + "/model.safetensors.index.json", plan.output_bytes, weight_map);
 
-  for (const char* f : kCopiedFiles) {
-    const fs::path from = fs::path(src.ckpt->dir()) / f;
-    if (fs::is_regular_file(from)) io::write_file_atomic(tmp + "/" + f, read_text(from.string()));
+  for (const CopiedFile& f : kCopiedFiles) {
+    const std::string from = (fs::path(src.ckpt->dir()) / f.name).string();
+    if (io::path_exists(from)) io::write_file_atomic(tmp + "/" + f.name, io::read_file_capped(from, f.cap));
   }
   // config.json last: a directory without it is no model, whatever else it holds.
   nlohmann::json cfg;
   const std::string cfg_path = src.ckpt->dir() + "/config.json";
   try {
-    cfg = nlohmann::json::parse(read_text(cfg_path));
+    cfg = nlohmann::json::parse(io::read_file_capped(cfg_path, io::kMaxConfigFileBytes));
   } catch (const nlohmann::json::exception& e) {
     throw Error(cfg_path + ": invalid JSON: " + e.what());
   }

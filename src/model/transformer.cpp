@@ -315,6 +315,14 @@ void TransformerModel::load_linear(Linear& L, const std::string& module, int64_t
     info_.weight_bytes_16bit += uint64_t(t.numel()) * 2;
     bytes_done_ += t.nbytes;
     scb = read(module + ".SCB", {out}, nullptr);
+    // SCB[n] is row n's absmax: a negative scale would silently flip the row's sign.
+    for (size_t r = 0; r < scb.size(); ++r)
+      if (scb[r] < 0.f) {
+        const io::TensorInfo& st = ckpt_->get(tname(module + ".SCB"));
+        throw Error((st.file ? *st.file : ckpt_->dir()) + ": tensor '" + st.name + "': row scale " +
+                    std::to_string(scb[r]) + " at element " + std::to_string(r) +
+                    " is negative (SCB holds each row's absmax)");
+      }
     info_.parameters -= out;  // SCB is quantization state, not a parameter
     info_.weight_bytes_16bit -= uint64_t(out) * 2;
     dt = DType::F16;  // what bitsandbytes dequantizes into

@@ -3,9 +3,8 @@
 // with Precision::Int8 -- the safetensors validation, the shape checks against config.json and
 // the 8-bit reader together. config.json is fixed (a tiny Llama: hidden 8, 2 heads, 1 layer,
 // vocab 16); the input is the model.safetensors. A model that loads runs one forward pass of two
-// tokens, which must give a finite-sized logits row whatever values the scales hold.
-#include <unistd.h>
-
+// tokens, which must give a finite-sized logits row whatever values the scales hold. The files
+// live in a private directory removed at the end of the run (fuzz::private_temp_dir).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -27,10 +26,7 @@ const char kConfig[] = R"({"architectures": ["LlamaForCausalLM"], "model_type": 
   "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2})";
 
 std::string make_dir() {
-  std::error_code ec;
-  const fs::path base = fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm") : fs::temp_directory_path();
-  const fs::path d = base / ("llmint8-fuzz-int8-" + std::to_string(::getpid()));
-  fs::create_directories(d);
+  const fs::path d = fuzz::private_temp_dir("int8");
   std::FILE* f = std::fopen((d / "config.json").c_str(), "wb");
   fuzz::check(f != nullptr, "cannot write config.json", d.string());
   std::fputs(kConfig, f);

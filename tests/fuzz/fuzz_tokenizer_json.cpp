@@ -1,36 +1,21 @@
 // Fuzz target: tokenizer.json loading (io::load_hf_tokenizer_json, what Tokenizer::load uses for
 // a tokenizer.json). The bytes go to a private temporary directory because the loader reads a
-// path (and consults config.json / tokenizer_config.json beside it, absent here). A tokenizer
-// that loads must then encode and decode a few fixed texts without failing other than with
-// Error, and produce ids inside its vocabulary.
-#include <unistd.h>
-
+// path (and consults config.json / tokenizer_config.json beside it, absent here); one file,
+// rewritten for every input, and the directory is removed when the run ends (and, after a crash,
+// by the next run). A tokenizer that loads must then encode and decode a few fixed texts
+// without failing other than with Error, and produce ids inside its vocabulary.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 
 #include "fuzz_util.h"
 #include "io/tokenizer_impl.h"
 
 using namespace llmint8;
-namespace fs = std::filesystem;
-
-namespace {
-
-std::string temp_dir() {
-  std::error_code ec;
-  const fs::path base = fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm") : fs::temp_directory_path();
-  const fs::path d = base / ("llmint8-fuzz-tokenizer-" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d.string();
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string dir = temp_dir();
+  static const std::string dir = fuzz::private_temp_dir("tokenizer");
   static const std::string path = dir + "/tokenizer.json";
   // LLMINT8_FUZZ_VERBOSE=1: say whether each input loads (to check that seeds are valid).
   static const bool verbose = std::getenv("LLMINT8_FUZZ_VERBOSE") != nullptr;
