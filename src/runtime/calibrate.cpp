@@ -62,7 +62,10 @@ std::map<std::string, std::vector<int32_t>> calibrate_kept_columns(const std::st
   const std::set<std::string> quantized(model->info().quantized_modules.begin(),
                                         model->info().quantized_modules.end());
   std::map<std::string, std::vector<int32_t>> out;
-  for (const auto& [module, s] : stats) {
+  for (const auto& entry : stats) {
+    // (no structured binding: clang 14, which the fuzz build uses, cannot capture one in a lambda)
+    const std::string& module = entry.first;
+    const auto& s = entry.second;
     if (!quantized.count(module)) continue;  // on the skip list: held in 16-bit
     const int64_t K = int64_t(s.tokens.size());
     std::vector<int32_t> cols;
