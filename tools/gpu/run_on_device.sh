@@ -61,8 +61,8 @@ if has test; then
 fi
 if has sanitize; then
   echo "== compute-sanitizer memcheck (primitives)"
-  compute-sanitizer --tool memcheck --error-exitcode 3 ./$B/tests/test_backend_cuda \
-    --gtest_brief=1 --gtest_filter='*Quantize*:*Gemm*:*Dequantize*:*ManyOutlier*' \
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 ./$B/tests/test_backend_cuda \
+    --gtest_brief=1 --gtest_filter='*Quantize*:*Gemm*:*Dequantize*:*Int8Linear*' \
     >"$OUT/sanitize.log" 2>&1; s=$?
   tail -8 "$OUT/sanitize.log"; echo "compute-sanitizer exit: $s"; [ $s -eq 0 ] || rc=1
 fi
@@ -70,10 +70,11 @@ if has racecheck; then
   # Shared-memory races (racecheck) in every kernel the primitive and model tests launch; the
   # model tests on the llama fixture only (racecheck is slow), the batched step included.
   echo "== compute-sanitizer racecheck"
-  for spec in "test_backend_cuda:*" "test_cuda_suite:*" "test_cuda_model:*llama*:CudaModel.*"; do
+  for spec in "test_backend_cuda:*Int8Linear*:*Quantize*" "test_cuda_suite:*" \
+              "test_cuda_model:Fixtures/CudaFamily.*/0:CudaModel.*"; do
     t=${spec%%:*}; f=${spec#*:}
     [ -x ./$B/tests/$t ] || continue
-    timeout 400 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 ./$B/tests/$t \
+    timeout 150 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 ./$B/tests/$t \
       --gtest_brief=1 --gtest_filter="$f" >"$OUT/racecheck_$t.log" 2>&1; s=$?
     echo "$t: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck_$t.log" | tail -1) (exit $s)"
     grep -E "tests? ran|PASSED|FAILED" "$OUT/racecheck_$t.log" | tail -2
