@@ -70,11 +70,12 @@ if has racecheck; then
   # Shared-memory races (racecheck) in every kernel the primitive and model tests launch; the
   # model tests on the llama fixture only (racecheck is slow), the batched step included.
   echo "== compute-sanitizer racecheck"
-  for spec in "test_backend_cuda:*Int8Linear*:*Quantize*" "test_cuda_suite:*" \
-              "test_cuda_model:Fixtures/CudaFamily.*/0:CudaModel.*"; do
+  # RACECHECK_SPECS="test:filter ..." and RACECHECK_TIMEOUT (s per test binary) narrow a call.
+  specs=${RACECHECK_SPECS:-"test_backend_cuda:*Int8Linear*:*Quantize* test_cuda_suite:* test_cuda_model:Fixtures/CudaFamily.BatchedStepsEqualSeparateSessions/0:CudaModel.LongPromptMatchesCpu"}
+  for spec in $specs; do
     t=${spec%%:*}; f=${spec#*:}
     [ -x ./$B/tests/$t ] || continue
-    timeout 150 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 ./$B/tests/$t \
+    timeout ${RACECHECK_TIMEOUT:-150} stdbuf -oL compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 ./$B/tests/$t \
       --gtest_brief=1 --gtest_filter="$f" >"$OUT/racecheck_$t.log" 2>&1; s=$?
     echo "$t: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/racecheck_$t.log" | tail -1) (exit $s)"
     grep -E "tests? ran|PASSED|FAILED" "$OUT/racecheck_$t.log" | tail -2
