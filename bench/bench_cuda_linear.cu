@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   // --profile: a few plain calls per shape (no graphs, no timing), for ncu's per-kernel times.
   const bool profile = argc > 1 && std::string(argv[1]) == "--profile";
-  // --decode: only M = 1 and 16.
+  // --decode: only M = 1, 4, 8 and 16.
   const bool decode_only = argc > 1 && std::string(argv[1]) == "--decode";
   auto be = llmint8::make_cuda_backend(0);
   if (!be) {
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
       : quick ? std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {4096, 14336}}
             : std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {4096, 14336}, {14336, 4096}, {8192, 28672}, {28672, 8192}};
   const std::vector<int64_t> Ms = profile ? std::vector<int64_t>{1, 16, 4096}
-                                 : decode_only ? std::vector<int64_t>{1, 16}
+                                 : decode_only ? std::vector<int64_t>{1, 4, 8, 16}
                                            : std::vector<int64_t>{1, 16, 128, 1024, 4096};
   const size_t l2_defeat = profile ? 0 : size_t(3) * prop.l2CacheSize;
 

@@ -97,9 +97,12 @@ if has bench; then
   tail -3 "$OUT/bench_progress.log"
 fi
 if has decodeab; then
-  echo "== decode GEMV A/B: split-K MMA kernel (LLMINT8_CUDA_DECODE_ROWS=0) vs row GEMV (M <= 4)"
-  LLMINT8_CUDA_DECODE_ROWS=0 ./$B/bench/bench_cuda_linear --decode 2>/dev/null | tee "$OUT/decode_splitk.log" | grep -E "^\|" | head -40
-  ./$B/bench/bench_cuda_linear --decode 2>/dev/null | tee "$OUT/decode_rows.log" | grep -E "^\|" | head -40
+  # DECODE_AB="R1 R2 ...": the decode shapes with LLMINT8_CUDA_DECODE_ROWS=R (M <= R on the row GEMV,
+  # the rest on the split-K MMA GEMV; 0 = all split-K).
+  for r in ${DECODE_AB:-0 4}; do
+    echo "== decode GEMV, LLMINT8_CUDA_DECODE_ROWS=$r"
+    LLMINT8_CUDA_DECODE_ROWS=$r ./$B/bench/bench_cuda_linear --decode 2>/dev/null | tee "$OUT/decode_rows$r.log" | grep -E "^\|" | head -40
+  done
 fi
 if has model; then
   echo "== GPU model tests"
