@@ -250,6 +250,27 @@ TEST_F(CudaBackendTest, Int8LinearDecodeLongSlices) {
   check_linear<bf16>(this, 9, 2688, 8448, 6.f, false, 5);
 }
 
+// The row-streaming decode GEMV (which quantizes X itself) takes M = 1 by default; the
+// LLMINT8_CUDA_DECODE_ROWS override sends up to 8 rows to it. Every M it can take, bit-identical
+// to the reference: odd N, K not a multiple of its 512-byte load step, zero rows, outliers in more
+// than one 32-column chunk, and a K whose Xq, bits and list use most of its shared memory.
+TEST_F(CudaBackendTest, Int8LinearRowGemvEveryM) {
+  for (auto& p : bufs_) be_->release(p);
+  bufs_.clear();
+  setenv("LLMINT8_CUDA_DECODE_ROWS", "8", 1);
+  be_ = make_cuda_backend(0);
+  unsetenv("LLMINT8_CUDA_DECODE_ROWS");
+  ASSERT_TRUE(be_);
+  for (int64_t M = 1; M <= 8; ++M) {
+    check_linear<f16>(this, M, 4096, 130, 6.f, true, 3);
+    check_linear<f16>(this, M, 272, 37, 6.f, true, 40);
+    check_linear<bf16>(this, M, 1040, 9, 6.f, true, 3);
+    check_linear<float>(this, M, 16, 5, 0.f, true, 0);
+  }
+  check_linear<f16>(this, 1, 28672, 24, 6.f, true, 5);
+  check_linear<f16>(this, 4, 8192, 40, 6.f, true, 70);
+}
+
 TEST_F(CudaBackendTest, RejectsBadArguments) {
   EXPECT_THROW(be_->gemm_s8s8s32(-1, 2, 3, nullptr, nullptr, nullptr), Error);
   EXPECT_THROW(be_->quantize_rowwise(DType::I8, nullptr, 1, 1, 0.f, nullptr, nullptr, nullptr), Error);

@@ -4,7 +4,7 @@
 // int8_linear has two paths, chosen per call from the shape:
 //  * decode (M <= 16, K % 16 == 0, 16-byte aligned X and CB): quantize_rows_kernel quantizes the
 //    rows and lists the outlier columns, then ONE fused kernel masks the outlier columns, streams
-//    the int8 weights once and applies dequant + bias + outliers: for M <= 4 (and K up to ~40K)
+//    the int8 weights once and applies dequant + bias + outliers: for M = 1 (and K up to ~40K)
 //    gemv_rows_kernel alone (quantizes X itself in every block, then a warp per weight row,
 //    dp4a), else gemv_int8_fused_kernel (m16n8k32 MMAs, split K);
 //  * otherwise: quantize (one pass) -> zero outlier columns + gather their 16-bit weights ->
@@ -74,7 +74,7 @@ class CudaBackend final : public Backend {
     // Tuning override for measurements: LLMINT8_CUDA_NO_PDL=1 launches the decode GEMV plainly.
     if (const char* e = std::getenv("LLMINT8_CUDA_NO_PDL")) pdl_ = pdl_ && std::atoi(e) == 0;
     // Tuning override for measurements: LLMINT8_CUDA_DECODE_ROWS=R sends M <= R (at most 8) to the
-    // row GEMV, the rest of M <= 16 to the split-K MMA GEMV (0: all of them).
+    // row GEMV, the rest of M <= 16 to the split-K MMA GEMV (0: all of them; default 1).
     if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ROWS")) decode_rows_max_ = std::clamp(std::atoi(e), 0, 8);
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
@@ -510,7 +510,9 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   int sm_count_ = 0;
   bool pdl_ = false;
-  int decode_rows_max_ = 4;
+  // M = 1 only by default: at M = 4 / 8 the dp4a row GEMV is slower than the split-K MMA one
+  // (H100, 4096x14336: 41.8 vs 34.7 us at M = 4, 67.9 vs 34.7 at M = 8; bench/GPU_NOTES.md).
+  int decode_rows_max_ = 1;
   static constexpr size_t kRowsSmemMax = 200 * 1024;  // shared memory the row GEMV may take
   int decode_split_ = 0;
   std::string name_;
