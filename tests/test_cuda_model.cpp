@@ -332,6 +332,34 @@ TEST(CudaModel, LongPromptMatchesCpu) {
   }
 }
 
+// llm_int8_skip_modules naming one part of a fused projection (q_proj of q/k/v, up_proj of
+// gate/up): that part stays 16-bit, the others int8, on the GPU as on the CPU.
+TEST(CudaModel, SkippedPartOfFusedProjection) {
+  REQUIRE_GPU();
+  const std::string dir = kFixtures + "/llama";
+  if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir;
+  const Ref ref = read_ref(dir);
+  LoadOptions o = opts(Precision::Int8, "cuda");
+  o.skip_modules = {"q_proj", "mlp.up_proj"};
+  auto gpu = Model::load(dir, o);
+  o.device = "cpu";
+  auto cpu = Model::load(dir, o);
+  const auto& fm = gpu->info().float_modules;
+  EXPECT_TRUE(std::any_of(fm.begin(), fm.end(), [](const std::string& n) { return n.find("q_proj") != std::string::npos; }));
+  const double e = rel_err(all_logits(*gpu, ref.input_ids), all_logits(*cpu, ref.input_ids));
+  std::printf("[llama] int8 with q_proj, up_proj skipped: gpu vs cpu %.2e\n", e);
+  EXPECT_LE(e, 5e-2);
+  // Decode steps (the CUDA graph path) agree with one forward.
+  auto s = gpu->new_session();
+  std::vector<float> l, steps;
+  for (size_t i = 0; i < ref.input_ids.size(); ++i) {
+    s->forward(std::span<const int32_t>(&ref.input_ids[i], 1), &l);
+    steps.insert(steps.end(), l.begin(), l.end());
+  }
+  const std::vector<float> whole = all_logits(*gpu, ref.input_ids);
+  EXPECT_LE(rel_err(steps, whole), 5e-2);
+}
+
 TEST(CudaModel, Errors) {
   REQUIRE_GPU();
   const std::string dir = kFixtures + "/llama";

@@ -65,7 +65,11 @@ struct GLinear {
   void* w = nullptr;      // io-type weight or CB
   float* scb = nullptr;   // int8 only
   float* bias = nullptr;  // float32 [out] or null
+  // Set when a fused projection mixes int8 and 16-bit parts (llm_int8_skip_modules naming one of
+  // q/k/v or gate/up): each part runs on its own and lands in its columns of Y.
+  std::vector<GLinear> parts;
   Int8Weight w8() const { return Int8Weight{out, in, static_cast<const int8_t*>(w), scb}; }
+  bool present() const { return w || !parts.empty(); }
 };
 struct GNorm {
   float* w = nullptr;
@@ -206,6 +210,8 @@ class CudaModel final : public Model {
   void* blas_ws_ = nullptr;
   std::vector<void*> allocs_;
   uint64_t resident_ = 0;
+  void* part_scratch_ = nullptr;  // output of one part of a mixed projection (GLinear::parts)
+  size_t part_scratch_bytes_ = 0;
   int sm_count_ = 0;
 
   GLinear embed_, pos_embed_, lm_head_;  // lm_head_.w == embed_.w when tied
@@ -305,11 +311,18 @@ GLinear CudaModel::upload_linear(const std::vector<const model::Linear*>& parts,
   if (parts.empty() || parts[0]->name().empty()) return g;
   g.in = parts[0]->in_features();
   const bool int8 = allow_int8 && parts[0]->storage() == model::Storage::Int8;
+  bool mixed = false;
+  for (const auto* p : parts) mixed = mixed || (allow_int8 && (p->storage() == model::Storage::Int8) != int8);
+  if (mixed) {  // some parts skipped (16-bit), the others int8: kept apart, run one by one
+    for (const auto* p : parts) {
+      if (p->in_features() != g.in) throw Error(p->name() + ": internal error: in_features mismatch");
+      g.parts.push_back(upload_linear({p}, allow_int8, what));
+      g.out += p->out_features();
+    }
+    return g;
+  }
   bool any_bias = false;
   for (const auto* p : parts) {
-    if ((p->storage() == model::Storage::Int8) != int8)
-      throw Error(p->name() + ": mixing int8 and 16-bit Linears in one " + what +
-                  " (llm_int8_skip_modules) is not yet supported on cuda");
     if (p->in_features() != g.in) throw Error(p->name() + ": internal error: in_features mismatch");
     g.out += p->out_features();
     any_bias = any_bias || p->has_bias();
@@ -508,6 +521,7 @@ CudaModel::~CudaModel() {
   cudaSetDevice(device_);
   if (st_) cudaStreamSynchronize(st_);
   for (void* p : allocs_) cudaFree(p);
+  if (part_scratch_) cudaFree(part_scratch_);
   if (blas_) cublasDestroy(blas_);
   if (blas_ws_) cudaFree(blas_ws_);
 }
@@ -526,6 +540,30 @@ template <> constexpr DType dtype_t<__nv_bfloat16>() { return DType::BF16; }
 // (row-major Y = X W^T is column-major Y^T = W X^T: op(A) = W^T viewed as [in, out], "TN").
 template <class T>
 void CudaModel::linear(const GLinear& L, const T* X, int64_t M, T* Y) {
+  if (!L.parts.empty()) {
+    // Each part into scratch, then into its column block of Y [M, L.out]. The scratch grows on
+    // the first (uncaptured) run of a shape, so graph replays allocate nothing.
+    size_t need = 0;
+    for (const GLinear& p : L.parts) need = std::max(need, size_t(M) * size_t(p.out) * sizeof(T));
+    if (need > part_scratch_bytes_) {
+      check(cudaStreamSynchronize(st_), "cudaStreamSynchronize");
+      if (part_scratch_) cudaFree(part_scratch_);
+      part_scratch_ = nullptr;
+      part_scratch_bytes_ = 0;
+      check(cudaMalloc(&part_scratch_, need), "cudaMalloc(projection parts)");
+      part_scratch_bytes_ = need;
+    }
+    T* tmp = static_cast<T*>(part_scratch_);
+    int64_t col = 0;
+    for (const GLinear& p : L.parts) {
+      linear<T>(p, X, M, tmp);
+      check(cudaMemcpy2DAsync(Y + col, size_t(L.out) * sizeof(T), tmp, size_t(p.out) * sizeof(T),
+                              size_t(p.out) * sizeof(T), size_t(M), cudaMemcpyDeviceToDevice, st_),
+            "cudaMemcpy2DAsync(projection part)");
+      col += p.out;
+    }
+    return;
+  }
   if (L.int8) {
     be_->int8_linear(L.w8(), dtype_t<T>(), X, M, threshold_, L.bias, Y);
     return;
@@ -783,7 +821,7 @@ void CudaSession::mlp(int64_t l, const T* in, int64_t M, T* out) {
   const GLayer& L = m.layers_[size_t(l)];
   const int64_t I = m.c_.intermediate_size;
   T* u = static_cast<T*>(u_);
-  if (L.gate_up.w) {
+  if (L.gate_up.present()) {
     T* gu = static_cast<T*>(gu_);
     m.linear(L.gate_up, in, M, gu);
     mk::act_kernel<T><<<grid_for(M * I), 256, 0, m.st_>>>(M, I, gu, u, m.act_);
