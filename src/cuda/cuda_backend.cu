@@ -314,8 +314,17 @@ class CudaBackend final : public Backend {
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem), "cudaOccupancy");
     const int64_t blocks = std::clamp<int64_t>(std::min<int64_t>((N + 7) / 8, int64_t(std::max(per_sm, 1)) * sm_count_),
                                                1, 1 << 30);
+    launch_pdl(kern, dim3(unsigned(blocks)), smem, "gemv_rows_kernel", X, int(M), K, N, W.CB, W.SCB, bias,
+               threshold, Y);
+  }
+
+  // kern<<<grid, 256, smem>>>(args...) on the stream as a programmatic dependent of the kernel
+  // before it (sm_90+, unless LLMINT8_CUDA_NO_PDL): it may start, e.g. streaming weights, while
+  // that kernel finishes, and waits for it with griddepcontrol.wait before reading its outputs.
+  template <class... KArgs, class... Args>
+  void launch_pdl(void (*kern)(KArgs...), dim3 grid, size_t smem, const char* what, Args... args) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(blocks));
+    cfg.gridDim = grid;
     cfg.blockDim = dim3(256);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream_;
@@ -324,9 +333,8 @@ class CudaBackend final : public Backend {
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = pdl_ ? 1 : 0;
-    check(cudaLaunchKernelEx(&cfg, kern, X, int(M), K, N, W.CB, W.SCB, bias, threshold, Y),
-          "launch gemv_rows_kernel");
-    check_launch("gemv_rows_kernel");
+    check(cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...), what);
+    check_launch(what);
   }
 
   template <class T>
@@ -378,24 +386,11 @@ class CudaBackend final : public Backend {
       const size_t smem = size_t(cps) * 2 * 4;
       if (smem > 48 * 1024) throw Error("int8_linear: K too large for the decode kernel");
       // A programmatic dependent of the quantize kernel (sm_90+): starts streaming weights early.
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(unsigned(tiles), unsigned(S));
-      cfg.blockDim = dim3(256);
-      cfg.dynamicSmemBytes = smem;
-      cfg.stream = stream_;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = pdl_ ? 1 : 0;
-      check(cudaLaunchKernelEx(&cfg, cuda::gemv_int8_fused_kernel<T>, X,
-                               static_cast<const int8_t*>(q_.get<int8_t>()), int(M), K, N, W.CB,
-                               W.SCB, bias, static_cast<const float*>(absmax),
-                               static_cast<const int*>(list_.get<int>()),
-                               static_cast<const int*>(count_.get<int>()), cacc_.get<int32_t>(),
-                               tickets_.get<unsigned>(), Y, int(cps), int(S)),
-            "launch gemv_int8_fused_kernel");
-      check_launch("gemv_int8_fused_kernel");
+      launch_pdl(cuda::gemv_int8_fused_kernel<T>, dim3(unsigned(tiles), unsigned(S)), smem, "gemv_int8_fused_kernel",
+                 X, static_cast<const int8_t*>(q_.get<int8_t>()), int(M), K, N, W.CB, W.SCB, bias,
+                 static_cast<const float*>(absmax), static_cast<const int*>(list_.get<int>()),
+                 static_cast<const int*>(count_.get<int>()), cacc_.get<int32_t>(), tickets_.get<unsigned>(), Y,
+                 int(cps), int(S));
       return;
     }
     ensure(q_, size_t(M) * size_t(std::max<int64_t>(K, 1)));
