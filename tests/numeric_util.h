@@ -96,6 +96,8 @@ class HostArray {
     for (size_t i = 0; i < n_; ++i) v[i] = get(i);
     return v;
   }
+  // Bit-for-bit equality (empty arrays too: no memcmp on null pointers).
+  friend bool same_bytes(const HostArray& a, const HostArray& b) { return a.bytes_ == b.bytes_; }
 
  private:
   DType t_;
