@@ -25,6 +25,7 @@
 #include <functional>
 #include <random>
 
+#include "fixture_ref.h"
 #include "io/safetensors.h"
 #include "llmint8/backend.h"
 #include "llmint8/error.h"
@@ -50,34 +51,6 @@ bool have_gpu() {
 
 #define REQUIRE_GPU() \
   if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU (or built without CUDA)"
-
-struct Ref {
-  std::vector<int32_t> input_ids, greedy_ids;
-  std::vector<float> logits;
-};
-
-Ref read_ref(const std::string& dir) {
-  io::SafetensorsFile f(dir + "/reference.safetensors");
-  Ref r;
-  auto ids = [&](const char* name) {
-    std::vector<int32_t> out;
-    const io::TensorInfo* t = f.find(name);
-    if (!t || t->dtype != DType::I64) return out;
-    for (int64_t i = 0; i < t->numel(); ++i) {
-      int64_t v;
-      std::memcpy(&v, t->data + 8 * i, 8);
-      out.push_back(int32_t(v));
-    }
-    return out;
-  };
-  r.input_ids = ids("input_ids");
-  r.greedy_ids = ids("greedy_ids");
-  if (const io::TensorInfo* l = f.find("logits"); l && l->dtype == DType::F32) {
-    r.logits.resize(size_t(l->numel()));
-    std::memcpy(r.logits.data(), l->data, l->nbytes);
-  }
-  return r;
-}
 
 LoadOptions opts(Precision p, const std::string& device) {
   LoadOptions o;
@@ -128,7 +101,7 @@ class CudaFamily : public ::testing::TestWithParam<std::string> {
 TEST_P(CudaFamily, Fp16MatchesCpuAndTransformers) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
-  const Ref ref = read_ref(dir());
+  const test::FixtureRef ref = test::read_fixture_ref(dir());
   ASSERT_EQ(ref.input_ids.size(), 16u);
   auto gpu = Model::load(dir(), opts(Precision::F16, "cuda"));
   auto cpu = Model::load(dir(), opts(Precision::F16, "cpu"));
@@ -148,7 +121,7 @@ TEST_P(CudaFamily, Fp16MatchesCpuAndTransformers) {
 TEST_P(CudaFamily, Int8MatchesCpuInt8) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
-  const Ref ref = read_ref(dir());
+  const test::FixtureRef ref = test::read_fixture_ref(dir());
   auto gpu = Model::load(dir(), opts(Precision::Int8, "cuda"));
   auto cpu = Model::load(dir(), opts(Precision::Int8, "cpu"));
   EXPECT_EQ(gpu->info().precision, "int8");
@@ -189,7 +162,7 @@ TEST_P(CudaFamily, Int8MatchesCpuInt8) {
 TEST_P(CudaFamily, Bf16MatchesCpuBf16) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
-  const Ref ref = read_ref(dir());
+  const test::FixtureRef ref = test::read_fixture_ref(dir());
   auto gpu = Model::load(dir(), opts(Precision::BF16, "cuda"));
   auto cpu = Model::load(dir(), opts(Precision::BF16, "cpu"));
   const double e = rel_err(all_logits(*gpu, ref.input_ids), all_logits(*cpu, ref.input_ids));
@@ -202,7 +175,7 @@ TEST_P(CudaFamily, Bf16MatchesCpuBf16) {
 TEST_P(CudaFamily, PiecewiseForwardEqualsOneForward) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
-  const Ref ref = read_ref(dir());
+  const test::FixtureRef ref = test::read_fixture_ref(dir());
   auto gpu = Model::load(dir(), opts(Precision::F16, "cuda"));
   const std::vector<float> whole = all_logits(*gpu, ref.input_ids);
   auto s = gpu->new_session();
@@ -232,7 +205,7 @@ TEST_P(CudaFamily, PiecewiseForwardEqualsOneForward) {
 TEST_P(CudaFamily, BatchedStepsEqualSeparateSessions) {
   REQUIRE_GPU();
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
-  const Ref ref = read_ref(dir());
+  const test::FixtureRef ref = test::read_fixture_ref(dir());
   struct Case { Precision p; float threshold; double tol; };
   for (const Case& cs : {Case{Precision::F16, 6.f, 1e-3}, Case{Precision::Int8, 0.f, 1e-3},
                          Case{Precision::Int8, 6.f, 5e-2}}) {
@@ -338,7 +311,7 @@ TEST(CudaModel, SkippedPartOfFusedProjection) {
   REQUIRE_GPU();
   const std::string dir = kFixtures + "/llama";
   if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir;
-  const Ref ref = read_ref(dir);
+  const test::FixtureRef ref = test::read_fixture_ref(dir);
   LoadOptions o = opts(Precision::Int8, "cuda");
   o.skip_modules = {"q_proj", "mlp.up_proj"};
   auto gpu = Model::load(dir, o);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 
+#include "fixture_ref.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "llmint8/error.h"
@@ -330,43 +331,12 @@ TEST_F(Stories, BatchSessionEqualsSeparateSessions) {
 
 const std::string kFixtures = std::string(LLMINT8_SOURCE_DIR) + "/tests/fixtures";
 
-struct FixtureRef {
-  std::vector<int32_t> input_ids, greedy_ids;
-  std::vector<float> logits;  // [16, vocab]
-};
-
-FixtureRef read_fixture(const std::string& dir) {
-  io::SafetensorsFile f(dir + "/reference.safetensors");
-  FixtureRef r;
-  auto ids = [&](const char* name) {
-    const io::TensorInfo* t = f.find(name);
-    EXPECT_TRUE(t && t->dtype == DType::I64) << name;
-    std::vector<int32_t> out;
-    if (!t) return out;
-    for (int64_t i = 0; i < t->numel(); ++i) {
-      int64_t v;
-      std::memcpy(&v, t->data + 8 * i, 8);
-      out.push_back(int32_t(v));
-    }
-    return out;
-  };
-  r.input_ids = ids("input_ids");
-  r.greedy_ids = ids("greedy_ids");
-  const io::TensorInfo* l = f.find("logits");
-  EXPECT_TRUE(l && l->dtype == DType::F32);
-  if (l) {
-    r.logits.resize(size_t(l->numel()));
-    std::memcpy(r.logits.data(), l->data, l->nbytes);
-  }
-  return r;
-}
-
 class Family : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Family, MatchesTransformers) {
   const std::string dir = kFixtures + "/" + GetParam();
   if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir;
-  const FixtureRef ref = read_fixture(dir);
+  const test::FixtureRef ref = test::read_fixture_ref(dir);
   ASSERT_EQ(ref.input_ids.size(), 16u);
   ASSERT_EQ(ref.greedy_ids.size(), 8u);
   float amax = 0;
@@ -457,7 +427,7 @@ TEST(Fixtures, Int8MatchesBitsandbytesAndLoadsItsCheckpoint) {
   }
 
   // The 8-bit checkpoint's forward: int8 weights, fp16 embeddings/norms.
-  const FixtureRef ref = read_fixture(fp);
+  const test::FixtureRef ref = test::read_fixture_ref(fp);
   std::vector<float> la, lb;
   a->new_session()->forward(ref.input_ids, &la, true);
   b->new_session()->forward(ref.input_ids, &lb, true);

@@ -310,8 +310,10 @@ class CudaBackend final : public Backend {
             "cudaFuncSetAttribute(gemv_rows_kernel)");
       attr_set = true;
     }
-    int per_sm = 0;
-    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem), "cudaOccupancy");
+    // Blocks per SM at this shared-memory size, asked once per (kernel, size): not per call.
+    int& per_sm = rows_occupancy_[{reinterpret_cast<const void*>(kern), smem}];
+    if (per_sm == 0)
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem), "cudaOccupancy");
     const int64_t blocks = std::clamp<int64_t>(std::min<int64_t>((N + 7) / 8, int64_t(std::max(per_sm, 1)) * sm_count_),
                                                1, 1 << 30);
     launch_pdl(kern, dim3(unsigned(blocks)), smem, "gemv_rows_kernel", X, int(M), K, N, W.CB, W.SCB, bias,
@@ -508,6 +510,7 @@ class CudaBackend final : public Backend {
   // M = 1 only by default: at M = 4 / 8 the dp4a row GEMV is slower than the split-K MMA one
   // (H100, 4096x14336: 41.8 vs 34.7 us at M = 4, 67.9 vs 34.7 at M = 8; bench/GPU_NOTES.md).
   int decode_rows_max_ = 1;
+  std::map<std::pair<const void*, size_t>, int> rows_occupancy_;  // launch_rows: blocks per SM
   static constexpr size_t kRowsSmemMax = 200 * 1024;  // shared memory the row GEMV may take
   int decode_split_ = 0;
   std::string name_;

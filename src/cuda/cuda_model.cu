@@ -158,7 +158,7 @@ class CudaSession final : public Session, public BatchSession {
   int64_t graph_seq_ = -2, graph_nq_ = 0;
 };
 
-class CudaModel final : public Model {
+class CudaModel final : public model::ConfiguredModel {
  public:
   // Upload of a CPU-prepared model.
   CudaModel(const std::string& dir, const LoadOptions& opts);
@@ -166,20 +166,12 @@ class CudaModel final : public Model {
   CudaModel(const ModelConfig& c, const LoadOptions& opts, uint64_t seed, float std);
   ~CudaModel() override;
 
-  const ModelInfo& info() const override { return info_; }
-  int64_t vocab_size() const override { return c_.vocab_size; }
-  int64_t max_context() const override { return c_.max_positions; }
-  int32_t bos_id() const override { return c_.bos_id; }
-  int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
-  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
-    max_tokens = session_capacity(c_, s_, max_tokens);
-    return std::make_unique<CudaSession>(*this, max_tokens);
+    return std::make_unique<CudaSession>(*this, capacity_for(max_tokens));
   }
   std::unique_ptr<BatchSession> new_batch_session(int64_t batch, int64_t max_tokens) override {
     if (batch <= 0) throw Error("new_batch_session: batch must be >= 1, got " + std::to_string(batch));
-    max_tokens = session_capacity(c_, s_, max_tokens);
-    return std::make_unique<CudaSession>(*this, max_tokens, batch);
+    return std::make_unique<CudaSession>(*this, capacity_for(max_tokens), batch);
   }
   uint64_t resident() const { return resident_; }
 
@@ -196,9 +188,6 @@ class CudaModel final : public Model {
   template <class T> void linear(const GLinear& L, const T* X, int64_t M, T* Y);
   template <class T> void lm_head(const T* X, int64_t rows, float* logits);
 
-  ModelConfig c_;
-  ArchSpec s_;
-  ModelInfo info_;
   Precision prec_ = Precision::Int8;
   DType io_ = DType::F16;
   float threshold_ = 0.f;

@@ -68,13 +68,13 @@ class SequentialBatchSession final : public BatchSession {
       if (logits) std::copy(one.begin(), one.end(), logits->begin() + std::ptrdiff_t(b * size_t(vocab_)));
     }
   }
-  int64_t position(int64_t b) const override { return const_cast<SequentialBatchSession*>(this)->seq(b).position(); }
+  int64_t position(int64_t b) const override { return seq(b).position(); }
   void reset() override {
     for (auto& s : seqs_) s->reset();
   }
 
  private:
-  Session& seq(int64_t b) {
+  Session& seq(int64_t b) const {
     if (b < 0 || b >= int64_t(seqs_.size()))
       throw Error("batch session: sequence " + std::to_string(b) + " out of range [0, " +
                   std::to_string(seqs_.size()) + ")");

@@ -163,17 +163,11 @@ class TransformerSession final : public Session {
   std::vector<std::vector<float>> k_, v_;  // per layer [positions, kv_heads * head_dim]
 };
 
-class TransformerModel final : public Model {
+class TransformerModel final : public ConfiguredModel {
  public:
   TransformerModel(const std::string& dir, const LoadOptions& opts);
-  const ModelInfo& info() const override { return info_; }
-  int64_t vocab_size() const override { return c_.vocab_size; }
-  int64_t max_context() const override { return c_.max_positions; }
-  int32_t bos_id() const override { return c_.bos_id; }
-  int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
-  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
   std::unique_ptr<Session> new_session(int64_t max_tokens) override {
-    max_tokens = session_capacity(c_, s_, max_tokens);
+    max_tokens = capacity_for(max_tokens);
     return std::make_unique<TransformerSession>(*this, max_tokens);
   }
 
@@ -202,8 +196,6 @@ class TransformerModel final : public Model {
   void attention(int64_t l, TransformerSession& s, const float* a, int64_t M, float* out);
   void mlp(int64_t l, const float* a, int64_t M, float* out);
 
-  ModelConfig c_;
-  ArchSpec s_;
   LoadOptions opts_;
   std::unique_ptr<Backend> backend_;
   // Open while loading; kept open afterwards when int8 weights are read from its mapping.
@@ -211,7 +203,6 @@ class TransformerModel final : public Model {
   bool keep_mapping_ = false;
   bool strip_prefix_ = false;
   uint64_t bytes_done_ = 0, bytes_total_ = 0;
-  ModelInfo info_;
   std::set<std::string> kept_seen_;  // names of opts_.kept_columns that matched a quantizable Linear
 
   Linear embed_, pos_embed_, lm_head_own_;
@@ -453,7 +444,7 @@ void TransformerModel::load_norm(Norm& n, const std::string& prefix) {
 }
 
 TransformerModel::TransformerModel(const std::string& dir, const LoadOptions& opts)
-    : c_(load_config(dir)), s_(arch_for(c_)), opts_(opts) {
+    : ConfiguredModel(load_config(dir)), opts_(opts) {
   reset_peak_rss();
   if (opts_.device != "cpu")
     throw Error("device '" + opts_.device + "': the model runs on the CPU only (use device 'cpu')");

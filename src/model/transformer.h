@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llmint8/backend.h"
@@ -63,6 +64,28 @@ TransformerView view_transformer(const Model& m);
 // The KV-cache capacity of a new session: max_tokens, or the model's context when 0; throws
 // Error when negative or past learned positions.
 int64_t session_capacity(const ModelConfig& c, const ArchSpec& s, int64_t max_tokens);
+
+// What the CPU transformer and the GPU model (src/cuda/cuda_model.cu) both answer from their
+// config: the Model accessors, over the config, its ArchSpec and the ModelInfo they fill in.
+class ConfiguredModel : public Model {
+ public:
+  const ModelInfo& info() const override { return info_; }
+  int64_t vocab_size() const override { return c_.vocab_size; }
+  int64_t max_context() const override { return c_.max_positions; }
+  int32_t bos_id() const override { return c_.bos_id; }
+  int32_t eos_id() const override { return c_.eos_ids.empty() ? -1 : c_.eos_ids[0]; }
+  std::vector<int32_t> eos_ids() const override { return c_.eos_ids; }
+
+ protected:
+  ConfiguredModel() = default;
+  explicit ConfiguredModel(ModelConfig c) : c_(std::move(c)), s_(arch_for(c_)) {}
+  // The KV-cache capacity of a new session of this model (session_capacity).
+  int64_t capacity_for(int64_t max_tokens) const { return session_capacity(c_, s_, max_tokens); }
+
+  ModelConfig c_;
+  ArchSpec s_;
+  ModelInfo info_;
+};
 
 // Current and peak resident set size of this process in bytes (from /proc/self/status).
 uint64_t peak_rss_bytes();
