@@ -350,7 +350,7 @@ class CudaBackend final : public Backend {
     float* absmax = absmax_.get<float>();
     if (decode) {
       // Few rows whose quantized copy fits in shared memory: ONE kernel quantizes and streams.
-      const size_t rows_smem = cuda::gemv_rows_smem_bytes(M, K);
+      const size_t rows_smem = cuda::gemv_rows_smem_bytes(M, K, sizeof(T));
       if (M <= decode_rows_max_ && rows_smem <= kRowsSmemMax) {
         if (M == 1)
           launch_rows<T, 1>(X, M, K, N, W, bias, threshold, Y, rows_smem);

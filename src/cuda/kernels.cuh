@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace llmint8::cuda {
@@ -654,20 +655,22 @@ gemv_int8_fused_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, i
 
 // ---- decode path for few rows: quantize in every block + one warp per weight row ------------
 // Shared memory of gemv_rows_kernel: Xq [M][K] int8 | outlier bits [ceil(K/32) words, padded to a
-// multiple of 4] | outlier list [K] ints.
-inline size_t gemv_rows_smem_bytes(int64_t M, int64_t K) {
-  return size_t(M * K) + size_t((K + 127) / 128 * 4) * 4 + size_t(K) * 4;
+// multiple of 4] | max(outlier list [K] ints, X stash [M][K] T) (the stash holds X while it is
+// quantized, so that X is read from L2 once; the list is built after).
+inline size_t gemv_rows_smem_bytes(int64_t M, int64_t K, size_t tsize) {
+  return size_t(M * K) + size_t((K + 127) / 128 * 4) * 4 + std::max(size_t(K) * 4, size_t(M * K) * tsize);
 }
 
 // Y[m, n] for m < M <= MM, the whole int8_linear in ONE kernel, same numerics as
 // quantize_rows_kernel + gemv_int8_fused_kernel:
-//  1. every block reads the M rows of X (16-byte loads) and computes what quantize_rows_kernel
-//     computes -- the row absmax without NaN and without values |x| >= threshold (NaN row: absmax
-//     NaN, row quantized to zeros), the outlier columns (any row), q = round_half_even(x * 127 *
-//     (1/absmax)) with the outlier columns zeroed -- into shared memory, and lists the outlier
-//     columns in ascending order (block scan). Redundant per block, but X is a few KB read from
-//     L2 while the block's first weight loads (issued before waiting for X's producer) are in
-//     flight; no separate quantize kernel, no global list, no host sync.
+//  1. every block reads the M rows of X once (16-byte loads from L2, kept in a shared-memory
+//     stash) and computes what quantize_rows_kernel computes -- the row absmax without NaN and
+//     without values |x| >= threshold (NaN row: absmax NaN, row quantized to zeros), the outlier
+//     columns (any row), q = round_half_even(x * 127 * (1/absmax)) with the outlier columns
+//     zeroed -- into shared memory, and lists the outlier columns in ascending order (block scan).
+//     Redundant per block, but X is a few KB while the block's first weight loads (issued before
+//     waiting for X's producer) are in flight; no separate quantize kernel, no global list, no
+//     host sync.
 //  2. each warp streams whole weight rows: lane l reads 16-byte pieces l, l + 32, ... of row n (one
 //     warp-wide load = 512 contiguous bytes), exact int32 dp4a products with Xq from shared memory,
 //     no K split; warps take rows n = warp id, + warps in the grid, ...; the next row's first loads
@@ -690,6 +693,7 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
   int8_t* xs = reinterpret_cast<int8_t*>(smem4);
   uint32_t* obits = reinterpret_cast<uint32_t*>(xs + int64_t(M) * K);
   int* list = reinterpret_cast<int*>(obits + (nwords + 3) / 4 * 4);
+  T* stash = reinterpret_cast<T*>(list);  // X rows while quantizing; the list after
   int64_t n = int64_t(blockIdx.x) * 8 + (tid >> 5);
   uint4 w[U];
   auto load = [&](int64_t row, int64_t p0, uint4 (&dst)[U]) {
@@ -703,7 +707,7 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
   load(n, 0, w);  // weights do not depend on X: start before waiting for X's producer
   pdl_wait_primary();
 
-  // 1. Quantize X into shared memory.
+  // 1. X into the stash, absmax and outlier bits; then quantize into shared memory.
   for (int64_t i = tid; i < nwords; i += blockDim.x) obits[i] = 0;
   __syncthreads();
   const bool decompose = threshold > 0.f;
@@ -712,8 +716,9 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     float amax = 0.f;
     int has_nan = 0;
     for (int64_t i = tid; i < KE; i += blockDim.x) {
+      const uint4 raw = __ldg(x4 + i);
       float f[E];
-      unpack16<T>(__ldg(x4 + i), f);
+      unpack16<T>(raw, f);
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         const float a = fabsf(f[e]);
@@ -723,6 +728,7 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
           atomicOr(&obits[k >> 5], 1u << (k & 31));
         } else amax = fmaxf(amax, a);
       }
+      *reinterpret_cast<uint4*>(stash + int64_t(m) * K + i * E) = raw;
     }
     has_nan = __syncthreads_or(has_nan);
     amax = block_max(amax, sh_f);
@@ -733,10 +739,10 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     const float amax = s_amax[m];
     const bool zero_row = amax != amax || amax == 0.f;
     const float inv = zero_row ? 0.f : __fmul_rn(127.0f, __fdiv_rn(1.0f, amax));
-    const uint4* x4 = reinterpret_cast<const uint4*>(X + int64_t(m) * K);
+    const uint4* x4 = reinterpret_cast<const uint4*>(stash + int64_t(m) * K);
     for (int64_t i = tid; i < KE; i += blockDim.x) {
       float f[E];
-      unpack16<T>(__ldg(x4 + i), f);
+      unpack16<T>(x4[i], f);
       uint32_t q[E / 4];
 #pragma unroll
       for (int j = 0; j < E / 4; ++j) q[j] = 0;
@@ -752,6 +758,7 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
       else *reinterpret_cast<uint2*>(dst) = make_uint2(q[0], q[1]);
     }
   }
+  __syncthreads();  // the stash is read: the list may overwrite it
   {  // the outlier list, ascending: contiguous word ranges per thread, offsets by a block scan
     const int64_t per = (nwords + blockDim.x - 1) / blockDim.x;
     const int64_t w0 = min(nwords, int64_t(tid) * per), w1 = min(nwords, w0 + per);
