@@ -40,6 +40,9 @@ void add_common_options(CLI::App* sub, CommonOptions& o, const std::string& mode
       ->type_name("MODULE")
       ->allow_extra_args(false);
   sub->add_option("--device", o.device, "cpu (cuda when built with CUDA)")->type_name("DEV")->capture_default_str();
+  sub->add_flag("--gpu-embeddings", o.gpu_embeddings,
+                "cuda: keep the input embedding table in GPU memory too (by default it stays in pinned host "
+                "memory unless lm_head shares it; only the tokens' rows are read)");
   sub->add_flag("--json", o.json, "Print exactly one JSON object on stdout instead of text");
 }
 
@@ -124,6 +127,7 @@ LoadOptions load_options(const CommonOptions& o) {
   } else {
     throw Error("--device '" + o.device + "': unknown device (use cpu or cuda)");
   }
+  lo.gpu_embeddings = o.gpu_embeddings;
   if (o.keep.enabled && lo.device != "cpu")
     throw Error("--keep-outlier-columns is not supported on cuda yet; use --device cpu");
   check_model_dir(o.model_dir);

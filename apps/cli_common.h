@@ -32,6 +32,7 @@ struct CommonOptions {
   bool json = false;
   std::vector<std::string> skip;
   std::string device = "cpu";
+  bool gpu_embeddings = false;
   // Set by add_common_options: whether --threshold was given (it then overrides an 8-bit
   // checkpoint's quantization_config).
   CLI::Option* threshold_option = nullptr;

@@ -54,6 +54,7 @@ int run_info(InfoArgs& a) {
     j["kept_columns"] = i.kept_columns;
     j["weight_bytes_16bit"] = i.weight_bytes_16bit;
     j["weight_bytes"] = i.weight_bytes;
+    j["host_weight_bytes"] = i.host_weight_bytes;
     j["weight_ratio_vs_16bit"] = ratio;
     j["checkpoint_bytes"] = i.checkpoint_bytes;
     j["int8_checkpoint_bytes"] = int8_disk;
@@ -77,6 +78,9 @@ int run_info(InfoArgs& a) {
     std::printf("%s\n", i.float_modules.empty() ? "" : (i.float_modules.size() > 8 ? ", ...)" : ")"));
     std::printf("weights as 16-bit  %s\n", mib(i.weight_bytes_16bit).c_str());
     std::printf("weights as held    %s (%.3fx of 16-bit)\n", mib(i.weight_bytes).c_str(), ratio);
+    if (i.host_weight_bytes > 0)
+      std::printf("  in host memory   %s (the input embeddings; --gpu-embeddings keeps them on the GPU)\n",
+                  mib(i.host_weight_bytes).c_str());
     std::printf("checkpoint tensors %s on disk; %s as an 8-bit checkpoint (llmint8 quantize)\n",
                 mib(i.checkpoint_bytes).c_str(), mib(int8_disk).c_str());
     std::printf("largest tensor     %s\n", mib(i.largest_tensor_bytes).c_str());

@@ -25,7 +25,10 @@
 #include <functional>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "fixture_ref.h"
+#include "temp_dir.h"
 #include "io/safetensors.h"
 #include "llmint8/backend.h"
 #include "llmint8/error.h"
@@ -331,6 +334,96 @@ TEST(CudaModel, SkippedPartOfFusedProjection) {
   }
   const std::vector<float> whole = all_logits(*gpu, ref.input_ids);
   EXPECT_LE(rel_err(steps, whole), 5e-2);
+}
+
+// decode_attention_kernel (one query per sequence) over a long cache: its key splits forced to 1
+// (the four warps loop over 32-key chunks, no partials) and to 3 (several chunks per warp, the
+// ticket merge), and the default; without and with Mistral's sliding window (37 keys, across
+// split boundaries). Every decode step follows the CPU model (fp16: 1e-2, as for the fixtures)
+// and the tiled attention_kernel + combine path it replaces (2e-3).
+TEST(CudaModel, DecodeAttentionLongCacheAndWindow) {
+  REQUIRE_GPU();
+  const std::string src = kFixtures + "/llama";
+  if (!fs::exists(src + "/config.json")) GTEST_SKIP() << "fixture absent: " << src;
+  for (int window : {0, 37}) {
+    test::TempDir tmp;
+    nlohmann::json c = nlohmann::json::parse(test::read_file(src + "/config.json"));
+    c["max_position_embeddings"] = 1024;
+    if (window > 0) {
+      c["architectures"] = {"MistralForCausalLM"};
+      c["model_type"] = "mistral";
+      c["sliding_window"] = window;
+    }
+    tmp.write("config.json", c.dump(2));
+    fs::create_symlink(fs::absolute(src + "/model.safetensors"), tmp.path("model.safetensors"));
+    auto cpu = Model::load(tmp.str(), opts(Precision::F16, "cpu"));
+    std::mt19937 rng(11);
+    std::vector<int32_t> ids(560);
+    for (auto& t : ids) t = int32_t(rng() % uint32_t(cpu->vocab_size()));
+    const std::vector<int32_t> prompt(ids.begin(), ids.begin() + 540);
+    auto steps = [&](Model& m) {  // the logits of the 20 one-token steps after the prompt
+      auto s = m.new_session(600);
+      std::vector<float> l, all;
+      s->forward(prompt, &l);
+      for (size_t i = prompt.size(); i < ids.size(); ++i) {
+        s->forward(std::span<const int32_t>(&ids[i], 1), &l);
+        all.insert(all.end(), l.begin(), l.end());
+      }
+      return all;
+    };
+    auto gpu_with = [&](const char* var, const char* value) {
+      setenv(var, value, 1);
+      auto m = Model::load(tmp.str(), opts(Precision::F16, "cuda"));
+      unsetenv(var);
+      return m;
+    };
+    const std::vector<float> ref = steps(*cpu);
+    const std::vector<float> tiled = steps(*gpu_with("LLMINT8_CUDA_DECODE_ATTENTION", "0"));
+    EXPECT_LE(rel_err(tiled, ref), 1e-2) << "window " << window;
+    for (const char* splits : {"1", "3", "0"}) {
+      const std::vector<float> got = steps(*gpu_with("LLMINT8_CUDA_DEC_ATTN_SPLITS", splits));
+      const double e_cpu = rel_err(got, ref), e_tiled = rel_err(got, tiled);
+      std::printf("[llama] decode attention, window %d, splits %s: vs cpu %.2e, vs tiled kernel %.2e\n", window,
+                  splits, e_cpu, e_tiled);
+      EXPECT_LE(e_cpu, 1e-2) << "window " << window << ", splits " << splits;
+      EXPECT_LE(e_tiled, 2e-3) << "window " << window << ", splits " << splits;
+    }
+  }
+}
+
+// The input embedding table of an untied model stays in pinned host memory by default (read over
+// PCIe, only the tokens' rows); LoadOptions::gpu_embeddings keeps it on the GPU, as does a tied
+// lm_head. Same logits, bit for bit, for a prompt and for decode steps (graph replays); the bytes
+// are accounted apart.
+TEST(CudaModel, HostEmbeddingsEqualGpuEmbeddings) {
+  REQUIRE_GPU();
+  {  // tied (lm_head reads the table): on the GPU whatever the option
+    const std::string tied = kFixtures + "/llama";
+    if (fs::exists(tied + "/config.json"))
+      EXPECT_EQ(Model::load(tied, opts(Precision::F16, "cuda"))->info().host_weight_bytes, 0u);
+  }
+  const std::string dir = kFixtures + "/qwen2";  // untied
+  if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir;
+  const test::FixtureRef ref = test::read_fixture_ref(dir);
+  for (Precision p : {Precision::F16, Precision::Int8}) {
+    auto host = Model::load(dir, opts(p, "cuda"));
+    LoadOptions o = opts(p, "cuda");
+    o.gpu_embeddings = true;
+    auto gpu = Model::load(dir, o);
+    const ModelInfo &ih = host->info(), &ig = gpu->info();
+    const uint64_t table = uint64_t(ih.vocab_size) * uint64_t(ih.hidden_size) * 2;
+    EXPECT_EQ(ih.host_weight_bytes, table);
+    EXPECT_EQ(ig.host_weight_bytes, 0u);
+    EXPECT_EQ(ih.weight_bytes, ig.weight_bytes);
+    EXPECT_EQ(all_logits(*host, ref.input_ids), all_logits(*gpu, ref.input_ids)) << precision_name(p);
+    auto sh = host->new_session(), sg = gpu->new_session();
+    std::vector<float> lh, lg;
+    for (int32_t t : ref.input_ids) {
+      sh->forward(std::span<const int32_t>(&t, 1), &lh);
+      sg->forward(std::span<const int32_t>(&t, 1), &lg);
+      ASSERT_EQ(lh, lg) << precision_name(p) << ", decode step";
+    }
+  }
 }
 
 TEST(CudaModel, Errors) {

@@ -54,6 +54,8 @@ std::string gib(uint64_t b) {
   return buf;
 }
 
+constexpr size_t kDecAttnSmemMax = 112 * 1024;  // decode_attention_kernel's shared memory (at most ~98 KB)
+
 int grid_for(int64_t n, int threads = 256) {
   return int(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
 }
@@ -144,6 +146,7 @@ class CudaSession final : public Session, public BatchSession {
        *gu_ = nullptr, *u_ = nullptr;
   float* logits_ = nullptr;
   float *part_acc_ = nullptr, *part_ml_ = nullptr;
+  unsigned* attn_tickets_ = nullptr;  // [nseq_ * NKV]: decode_attention_kernel's split counters
   int32_t* d_tok_ = nullptr;
   int* d_pos_ = nullptr;
   // Prefill attention scores [NH, Mc, T] float32 and probabilities (16-bit); grow-only.
@@ -180,10 +183,12 @@ class CudaModel final : public model::ConfiguredModel {
   void init_device(const LoadOptions& opts);
   void check_fits(uint64_t bytes) const;
   void* walloc(size_t bytes);  // weight memory (counted in resident_)
+  void* halloc(size_t bytes);  // pinned host weight memory the GPU reads (counted in host_bytes_)
   float* upload_f32(const std::vector<float>& v);
   GNorm upload_norm(const model::NormView& n);
-  GLinear upload_linear(const std::vector<const model::Linear*>& parts, bool allow_int8, const char* what);
-  GLinear synth_linear(int64_t out, int64_t in, bool int8, uint64_t seed, float a);
+  GLinear upload_linear(const std::vector<const model::Linear*>& parts, bool allow_int8, const char* what,
+                        bool host = false);
+  GLinear synth_linear(int64_t out, int64_t in, bool int8, uint64_t seed, float a, bool host = false);
   void finish_info();
   template <class T> void linear(const GLinear& L, const T* X, int64_t M, T* Y);
   template <class T> void lm_head(const T* X, int64_t rows, float* logits);
@@ -199,9 +204,15 @@ class CudaModel final : public model::ConfiguredModel {
   void* blas_ws_ = nullptr;
   std::vector<void*> allocs_;
   uint64_t resident_ = 0;
+  std::vector<void*> host_allocs_;
+  uint64_t host_bytes_ = 0;
   void* part_scratch_ = nullptr;  // output of one part of a mixed projection (GLinear::parts)
   size_t part_scratch_bytes_ = 0;
   int sm_count_ = 0;
+  // Decode steps (one query per sequence) run decode_attention_kernel; LLMINT8_CUDA_DECODE_ATTENTION=0
+  // sends them to attention_kernel + attn_combine_kernel instead (A/B measurements).
+  bool use_decode_attention_ = true;
+  int dec_attn_splits_ = 0;  // > 0: its key splits (LLMINT8_CUDA_DEC_ATTN_SPLITS; tests, tuning)
 
   GLinear embed_, pos_embed_, lm_head_;  // lm_head_.w == embed_.w when tied
   GNorm embed_norm_, final_norm_;
@@ -257,6 +268,14 @@ void CudaModel::init_device(const LoadOptions& opts) {
                  (const void*)mk::attention_kernel<__half, true>, (const void*)mk::attention_kernel<__nv_bfloat16, true>})
     check(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
           "cudaFuncSetAttribute(attention)");
+  for (auto f : {(const void*)mk::decode_attention_kernel<__half, 2>, (const void*)mk::decode_attention_kernel<__half, 4>,
+                 (const void*)mk::decode_attention_kernel<__half, 8>, (const void*)mk::decode_attention_kernel<__nv_bfloat16, 2>,
+                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 4>,
+                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 8>})
+    check(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kDecAttnSmemMax)),
+          "cudaFuncSetAttribute(decode attention)");
+  if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ATTENTION")) use_decode_attention_ = std::atoi(e) != 0;
+  if (const char* e = std::getenv("LLMINT8_CUDA_DEC_ATTN_SPLITS")) dec_attn_splits_ = std::atoi(e);
 }
 
 // Throws when `bytes` of weights (plus a margin for the cache and scratch) exceed free memory.
@@ -268,6 +287,18 @@ void CudaModel::check_fits(uint64_t bytes) const {
     throw Error("model '" + c_.dir + "' needs " + gib(bytes) + " of GPU memory for its weights (+" +
                 gib(margin) + " working memory), but only " + gib(free_b) + " of " + gib(total_b) +
                 " are free on " + be_->name());
+}
+
+// Pinned, mapped host memory: kernels read it through its device address (UVA) over PCIe.
+void* CudaModel::halloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaHostAlloc(&p, std::max<size_t>(bytes, 16), cudaHostAllocMapped | cudaHostAllocWriteCombined),
+        "cudaHostAlloc(embeddings)");
+  host_allocs_.push_back(p);
+  host_bytes_ += bytes;
+  void* d = nullptr;
+  check(cudaHostGetDevicePointer(&d, p, 0), "cudaHostGetDevicePointer(embeddings)");
+  return d;
 }
 
 void* CudaModel::walloc(size_t bytes) {
@@ -295,7 +326,7 @@ GNorm CudaModel::upload_norm(const model::NormView& n) {
 // Uploads the row concatenation of `parts` (same in_features): int8 parts as CB/SCB, the rest
 // widened row by row (Linear::row) and rounded to the io type.
 GLinear CudaModel::upload_linear(const std::vector<const model::Linear*>& parts, bool allow_int8,
-                                 const char* what) {
+                                 const char* what, bool host) {
   GLinear g;
   if (parts.empty() || parts[0]->name().empty()) return g;
   g.in = parts[0]->in_features();
@@ -330,7 +361,7 @@ GLinear CudaModel::upload_linear(const std::vector<const model::Linear*>& parts,
       r0 += p->out_features();
     }
   } else {
-    g.w = walloc(size_t(g.out) * K * 2);
+    g.w = host ? halloc(size_t(g.out) * K * 2) : walloc(size_t(g.out) * K * 2);
     std::vector<float> row(K);
     std::vector<uint16_t> buf;
     int64_t r0 = 0;
@@ -388,13 +419,15 @@ CudaModel::CudaModel(const std::string& dir, const LoadOptions& opts) {
   threshold_ = prec_ == Precision::Int8 ? v.threshold : 0.f;
   act_ = act_code(c_.activation);
 
-  uint64_t need = linear_bytes(v.embed, false) + linear_bytes(v.pos_embed, false);
+  // The input embedding table stays in host memory unless lm_head shares it (or asked otherwise).
+  const bool host_embed = !opts.gpu_embeddings && v.lm_head != v.embed;
+  uint64_t need = (host_embed ? 0 : linear_bytes(v.embed, false)) + linear_bytes(v.pos_embed, false);
   if (v.lm_head != v.embed) need += linear_bytes(v.lm_head, false);
   for (const auto& L : v.layers)
     for (const model::Linear* x : {L.q, L.k, L.v, L.qkv, L.o, L.gate, L.up, L.down}) need += linear_bytes(x, true);
   check_fits(need);
 
-  embed_ = upload_linear({v.embed}, false, "embedding");
+  embed_ = upload_linear({v.embed}, false, "embedding", host_embed);
   if (v.pos_embed && !v.pos_embed->name().empty()) pos_embed_ = upload_linear({v.pos_embed}, false, "embedding");
   lm_head_ = v.lm_head == v.embed ? embed_ : upload_linear({v.lm_head}, false, "lm_head");
   embed_norm_ = upload_norm(v.embed_norm);
@@ -421,14 +454,14 @@ CudaModel::CudaModel(const std::string& dir, const LoadOptions& opts) {
   finish_info();
 }
 
-GLinear CudaModel::synth_linear(int64_t out, int64_t in, bool int8, uint64_t seed, float a) {
+GLinear CudaModel::synth_linear(int64_t out, int64_t in, bool int8, uint64_t seed, float a, bool host) {
   GLinear g;
   g.out = out;
   g.in = in;
   g.int8 = int8;
   const size_t n = size_t(out) * size_t(in);
   if (!int8) {
-    g.w = walloc(n * 2);
+    g.w = host ? halloc(n * 2) : walloc(n * 2);
     if (io_ == DType::BF16)
       mk::fill_uniform_kernel<<<4 * sm_count_, 256, 0, st_>>>(static_cast<__nv_bfloat16*>(g.w), int64_t(n), seed, a);
     else
@@ -461,11 +494,12 @@ CudaModel::CudaModel(const ModelConfig& c, const LoadOptions& opts, uint64_t see
   const int64_t qd = c_.num_heads * D, kvd = c_.num_kv_heads * D;
   const bool i8 = prec_ == Precision::Int8;
   const uint64_t per_w = i8 ? 1 : 2;
-  uint64_t need = uint64_t(V) * H * 2 * (c_.tie_word_embeddings ? 1 : 2);
+  const bool host_embed = !opts.gpu_embeddings && !c_.tie_word_embeddings;
+  uint64_t need = uint64_t(V) * H * 2 * (c_.tie_word_embeddings || host_embed ? 1 : 2);
   need += uint64_t(c_.num_layers) * (uint64_t(qd + 2 * kvd) * H + uint64_t(H) * qd + 3 * uint64_t(I) * H) * per_w;
   check_fits(need);
   const float a = std * std::sqrt(3.0f);
-  embed_ = synth_linear(V, H, false, seed * 1000 + 1, a);
+  embed_ = synth_linear(V, H, false, seed * 1000 + 1, a, host_embed);
   lm_head_ = c_.tie_word_embeddings ? embed_ : synth_linear(V, H, false, seed * 1000 + 2, a);
   std::vector<float> ones(size_t(H), 1.0f);
   final_norm_.w = upload_f32(ones);
@@ -502,7 +536,8 @@ CudaModel::CudaModel(const ModelConfig& c, const LoadOptions& opts, uint64_t see
 }
 
 void CudaModel::finish_info() {
-  info_.weight_bytes = resident_;
+  info_.weight_bytes = resident_ + host_bytes_;
+  info_.host_weight_bytes = host_bytes_;
   info_.threshold = threshold_;
 }
 
@@ -510,6 +545,7 @@ CudaModel::~CudaModel() {
   cudaSetDevice(device_);
   if (st_) cudaStreamSynchronize(st_);
   for (void* p : allocs_) cudaFree(p);
+  for (void* p : host_allocs_) cudaFreeHost(p);
   if (part_scratch_) cudaFree(part_scratch_);
   if (blas_) cublasDestroy(blas_);
   if (blas_ws_) cudaFree(blas_ws_);
@@ -592,7 +628,7 @@ CudaSession::~CudaSession() {
   cudaStreamSynchronize(m_.st_);
   if (graph_) cudaGraphExecDestroy(graph_);
   for (void* p : {K_, V_, (void*)x_, (void*)y_, a_, a2_, qkv_, ctx_, t_, b_, gu_, u_, (void*)logits_,
-                  (void*)part_acc_, (void*)part_ml_, (void*)d_tok_, (void*)d_pos_, scores_})
+                  (void*)part_acc_, (void*)part_ml_, (void*)attn_tickets_, (void*)d_tok_, (void*)d_pos_, scores_})
     if (p) cudaFree(p);
   if (h_tok_) cudaFreeHost(h_tok_);
   if (h_pos_) cudaFreeHost(h_pos_);
@@ -659,11 +695,20 @@ int attn_splits(int64_t nq, int64_t Mq, int64_t group, int64_t nkv, int sms) {
   return int(std::clamp<int64_t>((int64_t(per_sm) * sms + blocks - 1) / blocks, 1, mk::kAttnMaxSplits));
 }
 
+// Key splits of decode_attention_kernel (one query per sequence): about one block per SM
+// over the nq * nkv (sequence, kv head) pairs, or `forced` (> 0); fixed per step shape, like
+// attn_splits, so one graph serves every cache length.
+int decode_attn_splits(int64_t nq, int64_t nkv, int sms, int forced) {
+  const int64_t blocks = nq * nkv;
+  const int64_t S = forced > 0 ? forced : (sms + blocks - 1) / blocks;
+  return int(std::clamp<int64_t>(S, 1, mk::kAttnMaxSplits));
+}
+
 void CudaSession::ensure_scratch(int64_t M, int64_t rows) {
   if (M <= scr_M_ && rows <= scr_rows_) return;
   check(cudaStreamSynchronize(m_.st_), "cudaStreamSynchronize");
   for (void** p : {&a_, &a2_, &qkv_, &ctx_, &t_, &b_, &gu_, &u_, (void**)&x_, (void**)&y_, (void**)&logits_,
-                   (void**)&part_acc_, (void**)&part_ml_, (void**)&d_tok_, (void**)&d_pos_}) {
+                   (void**)&part_acc_, (void**)&part_ml_, (void**)&attn_tickets_, (void**)&d_tok_, (void**)&d_pos_}) {
     if (*p) cudaFree(*p);
     *p = nullptr;
   }
@@ -692,6 +737,9 @@ void CudaSession::ensure_scratch(int64_t M, int64_t rows) {
   const size_t pm = std::max<size_t>(std::min<size_t>(m, 16), size_t(nseq_));  // decode rows
   part_acc_ = static_cast<float*>(dalloc(S * pm * size_t(c.num_heads) * size_t(c.head_dim) * 4, "attention partials"));
   part_ml_ = static_cast<float*>(dalloc(S * pm * size_t(c.num_heads) * 2 * 4, "attention partials"));
+  const size_t ntickets = size_t(nseq_) * size_t(c.num_kv_heads);
+  attn_tickets_ = static_cast<unsigned*>(dalloc(ntickets * 4, "attention partials"));
+  check(cudaMemset(attn_tickets_, 0, ntickets * 4), "cudaMemset(attention tickets)");
   d_tok_ = static_cast<int32_t*>(dalloc(m * 4, "token ids"));
   d_pos_ = static_cast<int*>(dalloc(size_t(nseq_) * 4, "positions"));
   check(cudaMallocHost(&h_tok_, m * 4), "cudaMallocHost");
@@ -730,6 +778,26 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
   const int group = NH / NKV;
   if (Mq_ > 16) {  // one sequence's prompt (nq == 1)
     prefill_attention<T>(qkv, Kc, Vc, M, scale);
+    m.linear(L.o, static_cast<const T*>(ctx_), M, out);
+    return;
+  }
+  // One query per sequence (decode steps): decode_attention_kernel, splits merged in the kernel.
+  const int CG = mk::dec_attn_chunks(D, group);
+  const size_t dec_smem = mk::decode_attn_smem_bytes(D, group, CG);
+  if (Mq_ == 1 && m.use_decode_attention_ && D % 8 == 0 && D <= 256 && group <= mk::kDecMaxWarps &&
+      dec_smem <= kDecAttnSmemMax) {
+    const int S = decode_attn_splits(nq_, NKV, m.sm_count_, m.dec_attn_splits_);
+    const mk::DecodeAttnParams<T> p{qkv, ldq, Kc, Vc, static_cast<T*>(ctx_), part_acc_, part_ml_, attn_tickets_,
+                                    qg, m.slopes_, scale, int(nq_), NH, NKV, D, int(c.sliding_window), S, CG};
+    const dim3 grid{unsigned(nq_), unsigned(NKV), unsigned(S)};
+    const unsigned threads = unsigned(32 * group * CG);
+    if (D <= 64)
+      mk::decode_attention_kernel<T, 2><<<grid, threads, dec_smem, m.st_>>>(p);
+    else if (D <= 128)
+      mk::decode_attention_kernel<T, 4><<<grid, threads, dec_smem, m.st_>>>(p);
+    else
+      mk::decode_attention_kernel<T, 8><<<grid, threads, dec_smem, m.st_>>>(p);
+    check_launch("decode_attention_kernel");
     m.linear(L.o, static_cast<const T*>(ctx_), M, out);
     return;
   }
@@ -874,7 +942,9 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
     pending = {};
   };
 
-  mk::embed_kernel<T><<<unsigned(M), 256, 0, st>>>(d_tok_, H, static_cast<const T*>(m.embed_.w),
+  // (512 threads: a Llama-sized row is one 16-byte load per thread, all in flight at once -- one
+  // PCIe round trip when the table is in host memory.)
+  mk::embed_kernel<T><<<unsigned(M), 512, 0, st>>>(d_tok_, H, static_cast<const T*>(m.embed_.w),
                                                    static_cast<const T*>(m.pos_embed_.w),
                                                    mk::QueryGroups{d_pos_, int(Mq_), 0}, int(s.pos_offset), x_);
   check_launch("embed_kernel");

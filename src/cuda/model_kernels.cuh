@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace llmint8::cuda::mk {
@@ -58,12 +59,23 @@ struct QueryGroups {
 };
 
 // x[m, :] = emb[tok[m], :] (+ pos[position(m) + pos_offset, :]) in float32. One block per token.
+// emb may be pinned host memory (read over PCIe): rows as 16-byte loads when H % 8 == 0.
 template <class T>
 __global__ void embed_kernel(const int32_t* __restrict__ tok, int64_t H, const T* __restrict__ emb,
                              const T* __restrict__ pos, QueryGroups qg, int pos_offset, float* __restrict__ x) {
   const int m = blockIdx.x;
   const T* e = emb + int64_t(tok[m]) * H;
   const T* pe = pos ? pos + int64_t(qg.pos(m) + pos_offset) * H : nullptr;
+  if (H % 8 == 0 && reinterpret_cast<uintptr_t>(emb) % 16 == 0 && !pe) {
+    for (int64_t i = threadIdx.x; i < H / 8; i += blockDim.x) {
+      const uint4 u = reinterpret_cast<const uint4*>(e)[i];
+      const T* t8 = reinterpret_cast<const T*>(&u);
+      float4* xo = reinterpret_cast<float4*>(x + int64_t(m) * H + i * 8);
+      xo[0] = make_float4(to_f(t8[0]), to_f(t8[1]), to_f(t8[2]), to_f(t8[3]));
+      xo[1] = make_float4(to_f(t8[4]), to_f(t8[5]), to_f(t8[6]), to_f(t8[7]));
+    }
+    return;
+  }
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
     float v = to_f(e[i]);
     if (pe) v = v + to_f(pe[i]);
@@ -479,6 +491,235 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const fl
     }
   }
   out[int64_t(mh) * D + t] = of_f<T>(a / l);
+}
+
+// ---- decode attention: one new query per sequence --------------------------------------------
+// out[g, h, :] = sum_k softmax_k(s_k) V[k], s_k = scale * (q_h . K[k]) (+ slope_h * k), over the
+// keys k of sequence g (k <= pos, and k > pos - window with a sliding window), for the `group`
+// heads h sharing kv head kvh: the function attention_kernel computes for Mq = 1, organised for
+// latency. Block (g, kvh, split) takes the keys [sb, se) of its split in steps of CG chunks of 32
+// keys; chunk c's K and V rows go to shared memory (cp.async, 16-byte pieces, all in flight at
+// once) and warp (c, h) -- one warp per chunk and head, so no warp runs a long serial chain --
+// scores its chunk for head h (lane j: key j, float dot over D with q_h from shared memory), runs
+// the online softmax and accumulates dims lane + 32 i. The block then merges its chunk warps per
+// head, writes (m, l, acc) partials, and the S split blocks of (g, kvh) count themselves on a
+// ticket: the last merges the S partials and writes out (no combine kernel), then resets the
+// ticket for the next launch. D % 8 == 0, D <= 32 * DPL, group * CG <= kDecMaxWarps.
+constexpr int kDecKeys = 32, kDecMaxWarps = 16;
+
+template <class T>
+struct DecodeAttnParams {
+  const T* q;
+  int64_t ldq;  // query g's q row at q + g * ldq; head h at + h * D
+  const T* K;
+  const T* V;
+  T* out;              // [nq, NH * D]
+  float* part_acc;     // [S, nq, NH, D]
+  float* part_ml;      // [S, nq, NH, 2]
+  unsigned* tickets;   // [nq * NKV], zero between launches
+  QueryGroups qg;      // Mq = 1
+  const float* slopes;  // ALiBi per head or null
+  float scale;
+  int nq, NH, NKV, D, window, S, CG;
+};
+
+__host__ __device__ inline int dec_attn_pitch(int D) { return D + 8; }  // 16-byte rows, no bank conflicts
+inline size_t dec_attn_tile_bytes(int D) { return size_t(2) * kDecKeys * dec_attn_pitch(D) * 2; }  // K + V
+// Chunks in flight per block: as many as fit 16 warps (one per chunk and head) and ~96 KB of tiles.
+inline int dec_attn_chunks(int D, int group) {
+  const int by_warps = kDecMaxWarps / group, by_smem = int((96u << 10) / dec_attn_tile_bytes(D));
+  return std::max(1, std::min(by_warps, by_smem));
+}
+inline size_t decode_attn_smem_bytes(int D, int group, int CG) {
+  const size_t merge = size_t(CG) * group * (D + 2) * 4;
+  return size_t(group) * D * 4 + std::max(size_t(CG) * dec_attn_tile_bytes(D), merge);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// DPL: dims per lane. Block: 32 * group * CG threads.
+template <class T, int DPL>
+__global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(DecodeAttnParams<T> p) {
+  extern __shared__ float4 smem_f4[];
+  float* qs = reinterpret_cast<float*>(smem_f4);
+  const int D = p.D, group = p.NH / p.NKV, Dp = dec_attn_pitch(D), kvd = p.NKV * D, CG = p.CG;
+  const int g = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cg = warp / group, h = warp - cg * group;  // this warp's chunk slot and head
+  float* region = qs + group * D;                      // CG K/V tiles, later the merge
+  const int pos = p.qg.start[g];
+  const T* Kg = p.K + g * p.qg.seq_stride;
+  const T* Vg = p.V + g * p.qg.seq_stride;
+  const int kbeg = p.window > 0 ? max(0, pos - p.window + 1) : 0, kend = pos + 1;
+  int per = (kend - kbeg + p.S - 1) / p.S;
+  per = (per + kDecKeys - 1) / kDecKeys * kDecKeys;
+  const int sb = kbeg + split * per, se = min(kend, sb + per);
+  const int D8 = D / 8, step = CG * kDecKeys;
+  // All threads copy the step's CG chunks (K and V rows of up to CG * 32 keys).
+  auto issue = [&](int k0) {
+    const int nk = min(step, se - k0);
+    for (int c = threadIdx.x; c < nk * D8; c += blockDim.x) {
+      const int j = c / D8, d = (c - j * D8) * 8;  // key k0 + j: chunk j / 32, row j % 32
+      const int64_t off = int64_t(k0 + j) * kvd + kvh * D + d;
+      T* kt = reinterpret_cast<T*>(region) + size_t(j / kDecKeys) * 2 * kDecKeys * Dp + (j % kDecKeys) * Dp;
+      cp_async16(kt + d, Kg + off);
+      cp_async16(kt + kDecKeys * Dp + d, Vg + off);
+    }
+  };
+  if (sb < se) issue(sb);  // before q is read: the copies do not depend on it
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x)
+    qs[i] = to_f(p.q[int64_t(g) * p.ldq + (kvh * group) * D + i]);
+
+  float m = -INFINITY, l = 0.f, acc[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) acc[i] = 0.f;
+  const float slope = p.slopes ? p.slopes[kvh * group + h] : 0.f;
+  const T* kt = reinterpret_cast<const T*>(region) + size_t(cg) * 2 * kDecKeys * Dp;
+  const T* vt = kt + kDecKeys * Dp;
+  const float* qh = qs + h * D;
+  for (int k0 = sb; k0 < se; k0 += step) {  // the same trip count in every warp (barriers)
+    cp_async_wait_all();
+    __syncthreads();
+    const int c0 = k0 + cg * kDecKeys;
+    if (cg < CG && c0 < se) {
+      const int key = c0 + lane;
+      const bool valid = key < se;
+      float s = -INFINITY;
+      if (valid) {
+        const T* kr = kt + lane * Dp;
+        float dot = 0.f;
+        for (int d = 0; d < D; d += 8) {
+          const uint4 kv = *reinterpret_cast<const uint4*>(kr + d);
+          const T* k8 = reinterpret_cast<const T*>(&kv);
+          const float4 q0 = *reinterpret_cast<const float4*>(qh + d);
+          const float4 q1 = *reinterpret_cast<const float4*>(qh + d + 4);
+          dot = fmaf(q0.x, to_f(k8[0]), dot);
+          dot = fmaf(q0.y, to_f(k8[1]), dot);
+          dot = fmaf(q0.z, to_f(k8[2]), dot);
+          dot = fmaf(q0.w, to_f(k8[3]), dot);
+          dot = fmaf(q1.x, to_f(k8[4]), dot);
+          dot = fmaf(q1.y, to_f(k8[5]), dot);
+          dot = fmaf(q1.z, to_f(k8[6]), dot);
+          dot = fmaf(q1.w, to_f(k8[7]), dot);
+        }
+        s = dot * p.scale;
+        if (p.slopes) s += slope * float(key);
+      }
+      const float mnew = fmaxf(m, warp_max(s));  // finite: key c0 is valid
+      const float corr = expf(m - mnew);
+      const float pj = valid ? expf(s - mnew) : 0.f;
+      l = l * corr + warp_sum(pj);
+      m = mnew;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) acc[i] *= corr;
+      const int nk = min(kDecKeys, se - c0);
+      for (int j = 0; j < nk; ++j) {
+        const float w = __shfl_sync(0xffffffffu, pj, j);
+        const T* vr = vt + j * Dp;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D) acc[i] = fmaf(w, to_f(vr[d]), acc[i]);
+        }
+      }
+    }
+    __syncthreads();  // the tiles are read: the next step may overwrite them
+    if (k0 + step < se) issue(k0 + step);
+  }
+
+  // Merge the chunk warps per head: M = max m_c, L = sum l_c e^(m_c - M), A = sum acc_c e^(m_c - M).
+  float* wml = region;                    // [CG][group][2]
+  float* wacc = region + CG * group * 2;  // [CG][group][D]
+  if (cg < CG) {
+    if (lane == 0) {
+      wml[(cg * group + h) * 2] = m;
+      wml[(cg * group + h) * 2 + 1] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) wacc[(cg * group + h) * D + d] = acc[i];
+    }
+  }
+  __syncthreads();
+  const int hd = group * D;  // this block's (head, dim) outputs
+  for (int t = threadIdx.x; t < hd; t += blockDim.x) {
+    const int hh = t / D, d = t - hh * D;
+    float M = -INFINITY;
+    for (int c = 0; c < CG; ++c) M = fmaxf(M, wml[(c * group + hh) * 2]);
+    float L = 0.f, A = 0.f;
+    for (int c = 0; c < CG; ++c) {
+      const float mc = wml[(c * group + hh) * 2];
+      if (mc == -INFINITY) continue;
+      const float e = expf(mc - M);
+      L += wml[(c * group + hh) * 2 + 1] * e;
+      A += wacc[(c * group + hh) * D + d] * e;
+    }
+    const int head = kvh * group + hh;
+    if (p.S == 1) {
+      p.out[int64_t(g) * p.NH * D + head * D + d] = of_f<T>(A / L);
+    } else {
+      const int64_t idx = (int64_t(split) * p.nq + g) * p.NH + head;
+      p.part_acc[idx * D + d] = A;
+      if (d == 0) {
+        p.part_ml[idx * 2] = M;
+        p.part_ml[idx * 2 + 1] = L;
+      }
+    }
+  }
+  if (p.S == 1) return;
+
+  // The last of the S split blocks of (g, kvh) merges their partials: the split weights
+  // e^(m_s - M) and the sums L once per head in shared memory, then each output a sum over the
+  // splits whose loads are independent (in flight together).
+  __shared__ unsigned s_last;
+  __shared__ float s_w[kAttnMaxSplits * kDecMaxWarps], s_l[kDecMaxWarps];
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* tk = p.tickets + g * p.NKV + kvh;
+    const unsigned prev = atomicAdd(tk, 1u);
+    s_last = prev == unsigned(p.S - 1);
+    if (s_last) *tk = 0u;  // every split has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int64_t ml0 = int64_t(g) * p.NH + kvh * group;  // (split 0, g, first head of the group)
+  for (int i = threadIdx.x; i < p.S * group; i += blockDim.x) {
+    const int sp = i / group, hh = i - sp * group;
+    s_w[i] = __ldcg(&p.part_ml[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * 2]);
+  }
+  __syncthreads();
+  if (threadIdx.x < group) {
+    const int hh = threadIdx.x;
+    float M = -INFINITY;
+    for (int sp = 0; sp < p.S; ++sp) M = fmaxf(M, s_w[sp * group + hh]);
+    float L = 0.f;
+    for (int sp = 0; sp < p.S; ++sp) {
+      const float ms = s_w[sp * group + hh];
+      const float w = ms == -INFINITY ? 0.f : expf(ms - M);
+      if (w != 0.f) L += __ldcg(&p.part_ml[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * 2 + 1]) * w;
+      s_w[sp * group + hh] = w;
+    }
+    s_l[hh] = L;
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < hd; t += blockDim.x) {
+    const int hh = t / D, d = t - hh * D;
+    float A = 0.f;
+#pragma unroll 8
+    for (int sp = 0; sp < p.S; ++sp) {
+      const float a = __ldcg(&p.part_acc[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * D + d]);
+      const float w = s_w[sp * group + hh];
+      if (w != 0.f) A += a * w;
+    }
+    p.out[int64_t(g) * p.NH * D + (kvh * group + hh) * D + d] = of_f<T>(A / s_l[hh]);
+  }
 }
 
 // Prefill attention, softmax of a chunk of scores S (ST: fp16 or float32, [rows][ldS], rows ordered

@@ -48,6 +48,7 @@ TARGETS="test_backend_cuda bench_cuda_linear"
 for t in tests/test_cuda_*.cpp; do [ -e "$t" ] && TARGETS="$TARGETS $(basename "$t" .cpp)"; done
 if has model; then TARGETS="test_cuda_model bench_cuda_model"; fi
 if has all; then TARGETS="$TARGETS bench_cuda_model"; fi
+if has envab && ! has all && ! has model; then TARGETS="test_cuda_model bench_cuda_model"; fi
 cmake --build $B -j16 --target $TARGETS >>"$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -40; tail -20 "$OUT/build.log"; exit 1; }
 echo "built: $TARGETS"
 
@@ -112,6 +113,15 @@ fi
 if has modelbench; then
   echo "== bench_cuda_model"
   ./$B/bench/bench_cuda_model 2>&1 | tee "$OUT/model_bench.log"
+fi
+if has envab; then
+  # ENV_AB="A=1 A=0,B=2 ...": bench_cuda_model (PREC, default int8,fp16; BATCHES, default 1) once per
+  # setting (comma-separated variables), for A/B measurements of the tuning overrides.
+  for spec in ${ENV_AB:-LLMINT8_CUDA_DECODE_ATTENTION=0 LLMINT8_CUDA_DECODE_ATTENTION=1}; do
+    echo "== bench_cuda_model, $spec"
+    env ${spec//,/ } ./$B/bench/bench_cuda_model --precisions ${PREC:-int8,fp16} --batches ${BATCHES:-1} 2>&1 \
+      | tee "$OUT/envab_${spec//[^A-Za-z0-9]/_}.log" | grep -E "^\||decode speed" | grep -v -- "---" | tail -8
+  done
 fi
 if has modelprofile; then
   echo "== ncu: GPU model kernels, 2 layers, decode steps without graphs (per-kernel total us)"
