@@ -763,32 +763,37 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
   T* Vc = cache<T>(V_, l);
   const int64_t seq_stride = cache_cap_ * kvd;  // between the sequences of a batched step
   const mk::QueryGroups qg{d_pos_, int(Mq_), seq_stride};
-  if (m.s_.pos == PosKind::RoPE)
-    mk::rope_kv_kernel<T><<<dim3(unsigned(M), unsigned(NH + NKV)), unsigned(std::min(256, (D + 31) / 32 * 32)), 0,
-                            m.st_>>>(qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, qg, Kc, Vc);
-  else
-    mk::kv_append_kernel<T><<<unsigned(M), 256, 0, m.st_>>>(qkv, ldq, qd, kvd, qg, Kc, Vc);
-  check_launch("rope_kv_kernel");
+  const int group = NH / NKV;
+  // One query per sequence (decode steps): decode_attention_kernel, which also rotates q and k and
+  // appends the token's k and v (no rope_kv_kernel), and merges its splits itself.
+  const int CG = mk::dec_attn_chunks(D, group);
+  const size_t dec_smem = mk::decode_attn_smem_bytes(D, group, CG);
+  const bool decode_kernel = Mq_ == 1 && m.use_decode_attention_ && D % 8 == 0 && D <= 256 &&
+                             group <= mk::kDecMaxWarps && dec_smem <= kDecAttnSmemMax;
+  if (!decode_kernel) {
+    if (m.s_.pos == PosKind::RoPE)
+      mk::rope_kv_kernel<T><<<dim3(unsigned(M), unsigned(NH + NKV)), unsigned(std::min(256, (D + 31) / 32 * 32)), 0,
+                              m.st_>>>(qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, qg, Kc, Vc);
+    else
+      mk::kv_append_kernel<T><<<unsigned(M), 256, 0, m.st_>>>(qkv, ldq, qd, kvd, qg, Kc, Vc);
+    check_launch("rope_kv_kernel");
+  }
 
   float scale = 1.0f / std::sqrt(float(D));
   if (c.family == Family::GPT2) {
     if (!c.scale_attn_weights) scale = 1.0f;
     if (c.scale_attn_by_inverse_layer_idx) scale /= float(l + 1);
   }
-  const int group = NH / NKV;
   if (Mq_ > 16) {  // one sequence's prompt (nq == 1)
     prefill_attention<T>(qkv, Kc, Vc, M, scale);
     m.linear(L.o, static_cast<const T*>(ctx_), M, out);
     return;
   }
-  // One query per sequence (decode steps): decode_attention_kernel, splits merged in the kernel.
-  const int CG = mk::dec_attn_chunks(D, group);
-  const size_t dec_smem = mk::decode_attn_smem_bytes(D, group, CG);
-  if (Mq_ == 1 && m.use_decode_attention_ && D % 8 == 0 && D <= 256 && group <= mk::kDecMaxWarps &&
-      dec_smem <= kDecAttnSmemMax) {
+  if (decode_kernel) {
     const int S = decode_attn_splits(nq_, NKV, m.sm_count_, m.dec_attn_splits_);
     const mk::DecodeAttnParams<T> p{qkv, ldq, Kc, Vc, static_cast<T*>(ctx_), part_acc_, part_ml_, attn_tickets_,
-                                    qg, m.slopes_, scale, int(nq_), NH, NKV, D, int(c.sliding_window), S, CG};
+                                    qg, m.slopes_, m.s_.pos == PosKind::RoPE ? m.inv_freq_ : nullptr, scale,
+                                    int(nq_), NH, NKV, D, int(c.sliding_window), S, CG, m.rot_half_};
     const dim3 grid{unsigned(nq_), unsigned(NKV), unsigned(S)};
     const unsigned threads = unsigned(32 * group * CG);
     if (D <= 64)

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/pdl.cuh"
+
 namespace llmint8::cuda {
 
 inline constexpr float kDqScale = 1.0f / 16129.0f;  // == kDequantScale
@@ -56,21 +58,6 @@ __device__ __forceinline__ int quantize_value(float v, float inv) {
   if (r != r) return 0;
   r = fminf(fmaxf(r, -127.f), 127.f);
   return int(r);
-}
-
-// ---- programmatic dependent launch (sm_90+; no-ops elsewhere) ------------------------------
-// The decode GEMV is launched as a programmatic dependent of quantize_rows_kernel: it starts
-// streaming weights (which do not depend on X) while the quantize kernel runs, and waits for it
-// (griddepcontrol.wait: full completion and memory visibility) before touching its outputs.
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_wait_primary() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
 }
 
 // ---- block-wide helpers (blockDim.x a multiple of 32, at most 1024) -------------------------

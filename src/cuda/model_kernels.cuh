@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/pdl.cuh"
+
 namespace llmint8::cuda::mk {
 
 template <class T> __device__ __forceinline__ float to_f(T x);
@@ -108,6 +110,7 @@ __global__ void __launch_bounds__(1024) norm_kernel(float* x, int64_t H,
                                                     const float* __restrict__ w, const float* __restrict__ b,
                                                     double eps, bool rms, T* out_t, float* out_f,
                                                     ResidualAdd add) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   __shared__ double red[32];
   float* xr = x + int64_t(blockIdx.x) * H;
   const int64_t row0 = int64_t(blockIdx.x) * H;
@@ -168,6 +171,7 @@ __global__ void __launch_bounds__(1024) norm_kernel(float* x, int64_t H,
 template <class T>
 __global__ void residual_kernel(int64_t n, const T* __restrict__ a1, const T* __restrict__ a2,
                                 const T* res_t, const float* res_f, float* out) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     float v = to_f(a1[i]);
     if (a2) v = __fadd_rn(to_f(a2[i]), v);
@@ -177,6 +181,7 @@ __global__ void residual_kernel(int64_t n, const T* __restrict__ a1, const T* __
 
 template <class T>
 __global__ void to_t_kernel(int64_t n, const float* __restrict__ x, T* __restrict__ y) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = of_f<T>(x[i]);
 }
@@ -203,6 +208,7 @@ __device__ __forceinline__ float act_f(int a, float x) {
 // u = act(u) in place.
 template <class T>
 __global__ void act_kernel(int64_t M, int64_t I, const T* __restrict__ gu, T* u, int act) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < M * I; idx += int64_t(gridDim.x) * blockDim.x) {
     if (gu) {
       const int64_t m = idx / I, i = idx % I;
@@ -300,6 +306,7 @@ inline size_t attn_smem_bytes(int D, int tsize, bool vec) {
 // stores, and the score dot products read 8 keys' elements per shared-memory access.
 template <class T, bool VEC>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   extern __shared__ float4 smem_f4[];
   float* smem_f = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = attn_dpad(D, VEC), kvd = p.NKV * D;
@@ -464,6 +471,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
 template <class T>
 __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
                                     int S, int MH, int D, T* out) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   __shared__ float ms[kAttnMaxSplits], wl[kAttnMaxSplits], mx_s;
   const int mh = blockIdx.x, t = threadIdx.x;
   if (t < S) {
@@ -504,24 +512,42 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const fl
 // the online softmax and accumulates dims lane + 32 i. The block then merges its chunk warps per
 // head, writes (m, l, acc) partials, and the S split blocks of (g, kvh) count themselves on a
 // ticket: the last merges the S partials and writes out (no combine kernel), then resets the
-// ticket for the next launch. D % 8 == 0, D <= 32 * DPL, group * CG <= kDecMaxWarps.
+// ticket for the next launch. The step's own token is folded in as rope_kv_kernel would have done
+// it: q is rotated as it is read (RoPE), and the split holding position pos writes the token's
+// (rotated) k and its v to the cache before copying its keys. D % 8 == 0, D <= 32 * DPL,
+// group * CG <= kDecMaxWarps.
 constexpr int kDecKeys = 32, kDecMaxWarps = 16;
 
 template <class T>
 struct DecodeAttnParams {
   const T* q;
   int64_t ldq;  // query g's q row at q + g * ldq; head h at + h * D
-  const T* K;
-  const T* V;
+  T* K;  // the cache, written at the step's position
+  T* V;
   T* out;              // [nq, NH * D]
   float* part_acc;     // [S, nq, NH, D]
   float* part_ml;      // [S, nq, NH, 2]
   unsigned* tickets;   // [nq * NKV], zero between launches
   QueryGroups qg;      // Mq = 1
   const float* slopes;  // ALiBi per head or null
+  const float* inv_freq;  // RoPE of the first 2 * half dims of q and k (rope_kv_kernel's), or null
   float scale;
-  int nq, NH, NKV, D, window, S, CG;
+  int nq, NH, NKV, D, window, S, CG, half;
 };
+
+// x[d] of a q or k head after RoPE at position pos, rounded to T: rope_kv_kernel's operations.
+template <class T>
+__device__ __forceinline__ float rope_at(const T* x, int d, int pos, int half, const float* inv_freq) {
+  if (d >= 2 * half) return to_f(x[d]);
+  const int j = d < half ? d : d - half;
+  const float ang = __fmul_rn(float(pos), inv_freq[j]);
+  double sd, cd;
+  sincos(double(ang), &sd, &cd);
+  const float c = float(cd), sn = float(sd);
+  const float x0 = to_f(x[j]), x1 = to_f(x[j + half]);
+  return to_f(of_f<T>(d < half ? __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn))
+                               : __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn))));
+}
 
 __host__ __device__ inline int dec_attn_pitch(int D) { return D + 8; }  // 16-byte rows, no bank conflicts
 inline size_t dec_attn_tile_bytes(int D) { return size_t(2) * kDecKeys * dec_attn_pitch(D) * 2; }  // K + V
@@ -544,6 +570,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // DPL: dims per lane. Block: 32 * group * CG threads.
 template <class T, int DPL>
 __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(DecodeAttnParams<T> p) {
+  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
   extern __shared__ float4 smem_f4[];
   float* qs = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = dec_attn_pitch(D), kvd = p.NKV * D, CG = p.CG;
@@ -552,8 +579,8 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
   const int cg = warp / group, h = warp - cg * group;  // this warp's chunk slot and head
   float* region = qs + group * D;                      // CG K/V tiles, later the merge
   const int pos = p.qg.start[g];
-  const T* Kg = p.K + g * p.qg.seq_stride;
-  const T* Vg = p.V + g * p.qg.seq_stride;
+  T* Kg = p.K + g * p.qg.seq_stride;
+  T* Vg = p.V + g * p.qg.seq_stride;
   const int kbeg = p.window > 0 ? max(0, pos - p.window + 1) : 0, kend = pos + 1;
   int per = (kend - kbeg + p.S - 1) / p.S;
   per = (per + kDecKeys - 1) / kDecKeys * kDecKeys;
@@ -570,9 +597,23 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
       cp_async16(kt + kDecKeys * Dp + d, Vg + off);
     }
   };
+  const T* qrow = p.q + int64_t(g) * p.ldq;
+  if (sb <= pos && pos < se) {  // this split holds the new token: its k and v into the cache first
+    const T* kx = qrow + p.NH * D + kvh * D;
+    const T* vx = qrow + p.NH * D + kvd + kvh * D;
+    T* kdst = Kg + int64_t(pos) * kvd + kvh * D;
+    T* vdst = Vg + int64_t(pos) * kvd + kvh * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      kdst[d] = p.inv_freq ? of_f<T>(rope_at(kx, d, pos, p.half, p.inv_freq)) : kx[d];
+      vdst[d] = vx[d];
+    }
+    __syncthreads();  // (the copies below read these rows through L2)
+  }
   if (sb < se) issue(sb);  // before q is read: the copies do not depend on it
-  for (int i = threadIdx.x; i < group * D; i += blockDim.x)
-    qs[i] = to_f(p.q[int64_t(g) * p.ldq + (kvh * group) * D + i]);
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x) {
+    const T* x = qrow + (kvh * group + i / D) * D;
+    qs[i] = p.inv_freq ? rope_at(x, i % D, pos, p.half, p.inv_freq) : to_f(x[i % D]);
+  }
 
   float m = -INFINITY, l = 0.f, acc[DPL];
 #pragma unroll
