@@ -76,7 +76,6 @@ class CudaBackend final : public Backend {
     // Tuning override for measurements: LLMINT8_CUDA_DECODE_ROWS=R sends M <= R (at most 8) to the
     // row GEMV, the rest of M <= 16 to the split-K MMA GEMV (0: all of them; default 1).
     if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ROWS")) decode_rows_max_ = std::clamp(std::atoi(e), 0, 8);
-    if (const char* e = std::getenv("LLMINT8_CUDA_ROWS_BALANCE")) rows_balance_ = std::atoi(e) != 0;
     name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
     check_lt(cublasLtCreate(&lt_), "cublasLtCreate");
     check(cudaMalloc(&lt_ws_, kLtWorkspace), "cudaMalloc(cuBLASLt workspace)");
@@ -315,12 +314,8 @@ class CudaBackend final : public Backend {
     int& per_sm = rows_occupancy_[{reinterpret_cast<const void*>(kern), smem}];
     if (per_sm == 0)
       check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem), "cudaOccupancy");
-    // Rows per warp r = the fewest rounds the resident warps need; then only as many blocks as r
-    // rounds take, so that every warp streams r rows and none idles through a last, partial round
-    // (14336x4096: 4096 rows on 3168 resident warps was two rounds, the second 30% full).
-    const int64_t max_warps = int64_t(std::max(per_sm, 1)) * sm_count_ * 8;
-    const int64_t r = rows_balance_ ? std::max<int64_t>(1, (N + max_warps - 1) / max_warps) : 1;
-    const int64_t blocks = std::clamp<int64_t>(std::min((N + 8 * r - 1) / (8 * r), max_warps / 8), 1, 1 << 30);
+    const int64_t blocks = std::clamp<int64_t>(std::min<int64_t>((N + 7) / 8, int64_t(std::max(per_sm, 1)) * sm_count_),
+                                               1, 1 << 30);
     launch_pdl(kern, dim3(unsigned(blocks)), smem, "gemv_rows_kernel", X, int(M), K, N, W.CB, W.SCB, bias,
                threshold, Y);
   }
@@ -515,7 +510,6 @@ class CudaBackend final : public Backend {
   // M = 1 only by default: at M = 4 / 8 the dp4a row GEMV is slower than the split-K MMA one
   // (H100, 4096x14336: 41.8 vs 34.7 us at M = 4, 67.9 vs 34.7 at M = 8; bench/GPU_NOTES.md).
   int decode_rows_max_ = 1;
-  bool rows_balance_ = true;  // launch_rows: equal rows per warp (LLMINT8_CUDA_ROWS_BALANCE=0: all resident warps)
   std::map<std::pair<const void*, size_t>, int> rows_occupancy_;  // launch_rows: blocks per SM
   static constexpr size_t kRowsSmemMax = 200 * 1024;  // shared memory the row GEMV may take
   int decode_split_ = 0;

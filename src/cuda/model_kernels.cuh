@@ -718,7 +718,7 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
   // e^(m_s - M) and the sums L once per head in shared memory, then each output a sum over the
   // splits whose loads are independent (in flight together).
   __shared__ unsigned s_last;
-  __shared__ float s_w[kAttnMaxSplits * kDecMaxWarps], s_l[kDecMaxWarps];
+  __shared__ float s_w[kAttnMaxSplits * kDecMaxWarps], s_lv[kAttnMaxSplits * kDecMaxWarps], s_l[kDecMaxWarps];
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -731,12 +731,14 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
   if (!s_last) return;
   __threadfence();
   const int64_t ml0 = int64_t(g) * p.NH + kvh * group;  // (split 0, g, first head of the group)
-  for (int i = threadIdx.x; i < p.S * group; i += blockDim.x) {
+  for (int i = threadIdx.x; i < p.S * group; i += blockDim.x) {  // (m, l) of every split, at once
     const int sp = i / group, hh = i - sp * group;
-    s_w[i] = __ldcg(&p.part_ml[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * 2]);
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(&p.part_ml[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * 2]));
+    s_w[i] = ml.x;
+    s_lv[i] = ml.y;
   }
   __syncthreads();
-  if (threadIdx.x < group) {
+  if (threadIdx.x < group) {  // from shared memory only: no serial global loads
     const int hh = threadIdx.x;
     float M = -INFINITY;
     for (int sp = 0; sp < p.S; ++sp) M = fmaxf(M, s_w[sp * group + hh]);
@@ -744,7 +746,7 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
     for (int sp = 0; sp < p.S; ++sp) {
       const float ms = s_w[sp * group + hh];
       const float w = ms == -INFINITY ? 0.f : expf(ms - M);
-      if (w != 0.f) L += __ldcg(&p.part_ml[(int64_t(sp) * p.nq * p.NH + ml0 + hh) * 2 + 1]) * w;
+      if (w != 0.f) L += s_lv[sp * group + hh] * w;
       s_w[sp * group + hh] = w;
     }
     s_l[hh] = L;
