@@ -547,7 +547,7 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const fl
 // keys; chunk c's K and V rows go to shared memory (cp.async, 16-byte pieces, all in flight at
 // once) and warp (c, h) -- one warp per chunk and head, so no warp runs a long serial chain --
 // scores its chunk for head h (lane j: key j, float dot over D with q_h from shared memory), runs
-// the online softmax and accumulates dims lane + 32 i. The block then merges its chunk warps per
+// the online softmax and accumulates dims lane * DPL + i. The block then merges its chunk warps per
 // head, writes (m, l, acc) partials, and the S split blocks of (g, kvh) count themselves on a
 // ticket: the last merges the S partials and writes out (no combine kernel), then resets the
 // ticket for the next launch. The step's own token is folded in as rope_kv_kernel would have done
@@ -573,18 +573,15 @@ struct DecodeAttnParams {
   int nq, NH, NKV, D, window, S, CG, half;
 };
 
-// x[d] of a q or k head after RoPE at position pos, rounded to T: rope_kv_kernel's operations.
+// x[d] of a q or k head after RoPE, rounded to T, with cs/sn[j] = float(cos/sin(double(float(pos)
+// * inv_freq[j]))) for j < half: rope_kv_kernel's operations.
 template <class T>
-__device__ __forceinline__ float rope_at(const T* x, int d, int pos, int half, const float* inv_freq) {
+__device__ __forceinline__ float rope_at(const T* x, int d, int half, const float* cs, const float* sn) {
   if (d >= 2 * half) return to_f(x[d]);
   const int j = d < half ? d : d - half;
-  const float ang = __fmul_rn(float(pos), inv_freq[j]);
-  double sd, cd;
-  sincos(double(ang), &sd, &cd);
-  const float c = float(cd), sn = float(sd);
   const float x0 = to_f(x[j]), x1 = to_f(x[j + half]);
-  return to_f(of_f<T>(d < half ? __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn))
-                               : __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn))));
+  return to_f(of_f<T>(d < half ? __fsub_rn(__fmul_rn(x0, cs[j]), __fmul_rn(x1, sn[j]))
+                               : __fadd_rn(__fmul_rn(x1, cs[j]), __fmul_rn(x0, sn[j]))));
 }
 
 __host__ __device__ inline int dec_attn_pitch(int D) { return D + 8; }  // 16-byte rows, no bank conflicts
@@ -636,21 +633,32 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
     }
   };
   const T* qrow = p.q + int64_t(g) * p.ldq;
-  if (sb <= pos && pos < se) {  // this split holds the new token: its k and v into the cache first
+  const bool holds_pos = sb <= pos && pos < se;  // this split holds the new token
+  if (!holds_pos && sb < se) issue(sb);  // first: the copies depend on nothing below
+  __shared__ float s_cos[128], s_sin[128];  // RoPE at pos, once per block (half <= 128)
+  if (p.inv_freq)
+    for (int j = threadIdx.x; j < p.half; j += blockDim.x) {
+      double sd, cd;
+      sincos(double(__fmul_rn(float(pos), p.inv_freq[j])), &sd, &cd);
+      s_cos[j] = float(cd);
+      s_sin[j] = float(sd);
+    }
+  __syncthreads();
+  if (holds_pos) {  // the token's (rotated) k and its v into the cache before its keys are copied
     const T* kx = qrow + p.NH * D + kvh * D;
     const T* vx = qrow + p.NH * D + kvd + kvh * D;
     T* kdst = Kg + int64_t(pos) * kvd + kvh * D;
     T* vdst = Vg + int64_t(pos) * kvd + kvh * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      kdst[d] = p.inv_freq ? of_f<T>(rope_at(kx, d, pos, p.half, p.inv_freq)) : kx[d];
+      kdst[d] = p.inv_freq ? of_f<T>(rope_at(kx, d, p.half, s_cos, s_sin)) : kx[d];
       vdst[d] = vx[d];
     }
     __syncthreads();  // (the copies below read these rows through L2)
+    issue(sb);
   }
-  if (sb < se) issue(sb);  // before q is read: the copies do not depend on it
   for (int i = threadIdx.x; i < group * D; i += blockDim.x) {
     const T* x = qrow + (kvh * group + i / D) * D;
-    qs[i] = p.inv_freq ? rope_at(x, i % D, pos, p.half, p.inv_freq) : to_f(x[i % D]);
+    qs[i] = p.inv_freq ? rope_at(x, i % D, p.half, s_cos, s_sin) : to_f(x[i % D]);
   }
 
   float m = -INFINITY, l = 0.f, acc[DPL];
@@ -696,13 +704,16 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
 #pragma unroll
       for (int i = 0; i < DPL; ++i) acc[i] *= corr;
       const int nk = min(kDecKeys, se - c0);
+      struct alignas(2 * DPL) VecT {
+        T v[DPL];
+      };
+      const int d0 = lane * DPL;  // this lane's DPL consecutive dims: one shared-memory load per key
       for (int j = 0; j < nk; ++j) {
         const float w = __shfl_sync(0xffffffffu, pj, j);
-        const T* vr = vt + j * Dp;
+        if (d0 < D) {
+          const VecT vv = *reinterpret_cast<const VecT*>(vt + j * Dp + d0);
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) {
-          const int d = lane + 32 * i;
-          if (d < D) acc[i] = fmaf(w, to_f(vr[d]), acc[i]);
+          for (int i = 0; i < DPL; ++i) acc[i] = fmaf(w, to_f(vv.v[i]), acc[i]);
         }
       }
     }
@@ -720,7 +731,7 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
     }
 #pragma unroll
     for (int i = 0; i < DPL; ++i) {
-      const int d = lane + 32 * i;
+      const int d = lane * DPL + i;
       if (d < D) wacc[(cg * group + h) * D + d] = acc[i];
     }
   }
