@@ -40,9 +40,11 @@ std::string opt_str(const std::optional<double>& v) {
   return b;
 }
 
-std::vector<eval::Metric> run_one(const CommonOptions& common, const eval::EvalOptions& eo) {
+// kept_columns: the model's fp16 weight columns kept beside its int8 weights (--keep-outlier-columns).
+std::vector<eval::Metric> run_one(const CommonOptions& common, const eval::EvalOptions& eo, int64_t* kept_columns) {
   auto tok = load_tokenizer(common.model_dir);
   auto model = load_model(common);
+  *kept_columns = model->info().kept_columns;
   Progress bar("eval " + common.precision);
   eval::EvalOptions o = eo;
   o.progress = [&](const std::string&, int64_t done, int64_t total) { bar.update(uint64_t(done), uint64_t(total)); };
@@ -64,13 +66,15 @@ int run_eval(EvalArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
 
   if (a.compare.empty()) {
-    const auto metrics = run_one(a.common, eo);
+    int64_t kept = 0;
+    const auto metrics = run_one(a.common, eo, &kept);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (a.common.json) {
       nlohmann::json j;
       j["precision"] = a.common.precision;
       j["threshold"] = a.common.precision == "int8" ? a.common.threshold : 0.0;
       j["limit"] = a.limit;
+      j["kept_columns"] = kept;
       j["seconds"] = secs;
       j["results"] = nlohmann::json::array();
       for (const auto& m : metrics)
@@ -82,7 +86,8 @@ int run_eval(EvalArgs& a) {
       for (const auto& m : metrics)
         std::printf("%-16s %-16s %12.6g %10s %7lld\n", m.task.c_str(), m.name.c_str(), m.value,
                     opt_str(m.stderr_).c_str(), (long long)m.n);
-      std::printf("(%s, %.1f s)\n", a.common.precision.c_str(), secs);
+      std::printf("(%s%s, %.1f s)\n", a.common.precision.c_str(),
+                  kept ? (", " + std::to_string(kept) + " kept columns").c_str() : "", secs);
     }
     return 0;
   }
@@ -95,8 +100,9 @@ int run_eval(EvalArgs& a) {
   ca.precision = precs[0];
   cb.precision = precs[1];
   // One model at a time: the first is freed before the second loads.
-  const auto ma = run_one(ca, eo);
-  const auto mb = run_one(cb, eo);
+  int64_t kept_a = 0, kept_b = 0;
+  const auto ma = run_one(ca, eo, &kept_a);
+  const auto mb = run_one(cb, eo, &kept_b);
   const auto rows = eval::compare(ma, mb);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a.common.json) {
@@ -105,6 +111,7 @@ int run_eval(EvalArgs& a) {
     j["b"] = precs[1];
     j["threshold"] = a.common.threshold;
     j["limit"] = a.limit;
+    j["kept_columns"] = {{"a", kept_a}, {"b", kept_b}};
     j["seconds"] = secs;
     j["rows"] = nlohmann::json::array();
     for (const auto& r : rows) {

@@ -322,6 +322,20 @@ TEST_F(TransformedModel, CliKeepsOutlierColumnsAtLoadAndInASavedCheckpoint) {
   EXPECT_EQ(plain["kept_columns"], 0);
   EXPECT_NEAR(saved["ppl"].get<double>() / at_load["ppl"].get<double>(), 1.0, 0.005);
   EXPECT_LT(at_load["ppl"].get<double>(), plain["ppl"].get<double>());
+  // eval --json reports them too (single precision and --compare).
+  if (fs::exists(shared_dir() + "/data/lambada/lambada_test.jsonl")) {
+    out.clear();
+    ASSERT_EQ(run_cmd(cli + " eval -m " + q + " --data " + shared_dir() + "/data --tasks lambada --limit 3 --json", &out), 0)
+        << out;
+    EXPECT_EQ(nlohmann::json::parse(out)["kept_columns"], jq["kept_columns"]);
+    out.clear();
+    ASSERT_EQ(run_cmd(cli + " eval -m " + dir_ + " --data " + shared_dir() +
+                          "/data --tasks lambada --limit 3 --compare int8,fp32 --json",
+                      &out),
+              0)
+        << out;
+    EXPECT_EQ(nlohmann::json::parse(out)["kept_columns"], (nlohmann::json{{"a", 0}, {"b", 0}}));
+  }
   // An 8-bit checkpoint without kept columns cannot honour the flag: one line, exit 1.
   const std::string q0 = dir_ + "-int8";
   fs::remove_all(q0);
