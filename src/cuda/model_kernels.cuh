@@ -340,6 +340,28 @@ inline size_t attn_smem_bytes(int D, int tsize, bool vec) {
   return size_t(kAttnRows) * D * 4 + size_t(2) * kAttnKeys * attn_dpad(D, vec) * tsize;
 }
 
+// sum_d q[d] * k[d] over D (a multiple of 8) in float, fmaf in order of d: q float32 in shared
+// memory (16-byte aligned), k a 16-byte aligned row of T in shared memory.
+template <class T>
+__device__ __forceinline__ float dot_q_k8(const float* q, const T* k, int D) {
+  float dot = 0.f;
+  for (int d = 0; d < D; d += 8) {
+    const uint4 kv = *reinterpret_cast<const uint4*>(k + d);
+    const T* k8 = reinterpret_cast<const T*>(&kv);
+    const float4 q0 = *reinterpret_cast<const float4*>(q + d);
+    const float4 q1 = *reinterpret_cast<const float4*>(q + d + 4);
+    dot = fmaf(q0.x, to_f(k8[0]), dot);
+    dot = fmaf(q0.y, to_f(k8[1]), dot);
+    dot = fmaf(q0.z, to_f(k8[2]), dot);
+    dot = fmaf(q0.w, to_f(k8[3]), dot);
+    dot = fmaf(q1.x, to_f(k8[4]), dot);
+    dot = fmaf(q1.y, to_f(k8[5]), dot);
+    dot = fmaf(q1.z, to_f(k8[6]), dot);
+    dot = fmaf(q1.w, to_f(k8[7]), dot);
+  }
+  return dot;
+}
+
 // VEC (D % 8 == 0): K/V tiles move as 16-byte vectors, all of a thread's loads issued before its
 // stores, and the score dot products read 8 keys' elements per shared-memory access.
 template <class T, bool VEC>
@@ -437,20 +459,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
         const T* kr = ks + lane * Dp;
         float dot = 0.f;
         if (VEC) {
-          for (int d = 0; d < D; d += 8) {
-            const uint4 kv = *reinterpret_cast<const uint4*>(kr + d);
-            const T* k8 = reinterpret_cast<const T*>(&kv);
-            const float4 q0 = *reinterpret_cast<const float4*>(qr + d);
-            const float4 q1 = *reinterpret_cast<const float4*>(qr + d + 4);
-            dot = fmaf(q0.x, to_f(k8[0]), dot);
-            dot = fmaf(q0.y, to_f(k8[1]), dot);
-            dot = fmaf(q0.z, to_f(k8[2]), dot);
-            dot = fmaf(q0.w, to_f(k8[3]), dot);
-            dot = fmaf(q1.x, to_f(k8[4]), dot);
-            dot = fmaf(q1.y, to_f(k8[5]), dot);
-            dot = fmaf(q1.z, to_f(k8[6]), dot);
-            dot = fmaf(q1.w, to_f(k8[7]), dot);
-          }
+          dot = dot_q_k8(qr, kr, D);
         } else {
           for (int d = 0; d < D; ++d) dot = fmaf(qr[d], to_f(kr[d]), dot);
         }
@@ -678,22 +687,7 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
       float s = -INFINITY;
       if (valid) {
         const T* kr = kt + lane * Dp;
-        float dot = 0.f;
-        for (int d = 0; d < D; d += 8) {
-          const uint4 kv = *reinterpret_cast<const uint4*>(kr + d);
-          const T* k8 = reinterpret_cast<const T*>(&kv);
-          const float4 q0 = *reinterpret_cast<const float4*>(qh + d);
-          const float4 q1 = *reinterpret_cast<const float4*>(qh + d + 4);
-          dot = fmaf(q0.x, to_f(k8[0]), dot);
-          dot = fmaf(q0.y, to_f(k8[1]), dot);
-          dot = fmaf(q0.z, to_f(k8[2]), dot);
-          dot = fmaf(q0.w, to_f(k8[3]), dot);
-          dot = fmaf(q1.x, to_f(k8[4]), dot);
-          dot = fmaf(q1.y, to_f(k8[5]), dot);
-          dot = fmaf(q1.z, to_f(k8[6]), dot);
-          dot = fmaf(q1.w, to_f(k8[7]), dot);
-        }
-        s = dot * p.scale;
+        s = dot_q_k8(qh, kr, D) * p.scale;
         if (p.slopes) s += slope * float(key);
       }
       const float mnew = fmaxf(m, warp_max(s));  // finite: key c0 is valid
