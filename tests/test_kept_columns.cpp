@@ -31,6 +31,7 @@
 #include "model/quantize.h"
 #include "model/transformer.h"
 #include "numeric_util.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -232,10 +233,12 @@ TEST(KeptColumnsBackend, MalformedKeptColumnsAreRefused) {
 
 const fs::path kFixtures = fs::path(LLMINT8_SOURCE_DIR) / "tests/fixtures";
 
+// Under a directory of this process's own (mkdtemp; removed at exit): ctest -j runs the tests of
+// this file at once in separate processes, which must not share (and remove) each other's files.
 fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::path(testing::TempDir()) / "llmint8_test_kept_columns" / name;
+  static const test::TempDir root;
+  const fs::path d = root.dir() / name;
   fs::remove_all(d);
-  fs::create_directories(d.parent_path());
   return d;
 }
 

@@ -19,6 +19,7 @@
 #include "model/config.h"
 #include "model/quantize.h"
 #include "model/transformer.h"
+#include "temp_dir.h"
 
 namespace {
 
@@ -28,10 +29,12 @@ namespace fs = std::filesystem;
 const fs::path kFixtures = fs::path(LLMINT8_SOURCE_DIR) / "tests/fixtures";
 const char* kFamilies[] = {"llama", "qwen2", "opt", "gpt2", "gpt_neox", "bloom"};
 
+// Under a directory of this process's own (mkdtemp; removed at exit): ctest -j runs the tests of
+// this file at once in separate processes, which must not share (and remove) each other's files.
 fs::path fresh_dir(const std::string& name) {
-  const fs::path d = fs::path(testing::TempDir()) / "llmint8_test_quantize" / name;
+  static const test::TempDir root;
+  const fs::path d = root.dir() / name;
   fs::remove_all(d);
-  fs::create_directories(d.parent_path());
   return d;
 }
 
