@@ -192,6 +192,22 @@ class CudaModel final : public model::ConfiguredModel {
   void finish_info();
   template <class T> void linear(const GLinear& L, const T* X, int64_t M, T* Y);
   template <class T> void lm_head(const T* X, int64_t rows, float* logits);
+  // kern<<<grid, block, smem, st_>>>(args...), as a programmatic dependent of the kernel before it
+  // when pdl_ (cuda/pdl.cuh: the kernel waits for that one with pdl_wait_primary in every block).
+  template <class... KArgs, class... Args>
+  void launch(const char* what, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, Args... args) const {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st_;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_ ? 1 : 0;
+    check(cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...), what);
+  }
 
   Precision prec_ = Precision::Int8;
   DType io_ = DType::F16;
@@ -209,6 +225,9 @@ class CudaModel final : public model::ConfiguredModel {
   void* part_scratch_ = nullptr;  // output of one part of a mixed projection (GLinear::parts)
   size_t part_scratch_bytes_ = 0;
   int sm_count_ = 0;
+  // The model's kernels launched as programmatic dependents (sm_90+; LLMINT8_CUDA_NO_PDL=1 turns
+  // PDL off everywhere, LLMINT8_CUDA_MODEL_PDL=0 only here, for A/B measurements).
+  bool pdl_ = false;
   // Decode steps (one query per sequence) run decode_attention_kernel; LLMINT8_CUDA_DECODE_ATTENTION=0
   // sends them to attention_kernel + attn_combine_kernel instead (A/B measurements).
   bool use_decode_attention_ = true;
@@ -258,6 +277,9 @@ void CudaModel::init_device(const LoadOptions& opts) {
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
   sm_count_ = prop.multiProcessorCount;
+  pdl_ = prop.major >= 9;
+  if (const char* e = std::getenv("LLMINT8_CUDA_NO_PDL")) pdl_ = pdl_ && std::atoi(e) == 0;
+  if (const char* e = std::getenv("LLMINT8_CUDA_MODEL_PDL")) pdl_ = pdl_ && std::atoi(e) != 0;
   check_blas(cublasCreate(&blas_), "cublasCreate");
   check_blas(cublasSetStream(blas_, st_), "cublasSetStream");
   // A fixed workspace: cuBLAS then never allocates, which graph capture needs.
@@ -599,8 +621,7 @@ void CudaModel::linear(const GLinear& L, const T* X, int64_t M, T* Y) {
                           int(L.out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx");
   if (L.bias) {
-    mk::bias_kernel<T><<<grid_for(M * L.out), 256, 0, st_>>>(M, L.out, L.bias, Y);
-    check_launch("bias_kernel");
+    launch("bias_kernel", mk::bias_kernel<T>, grid_for(M * L.out), 256, 0, M, L.out, L.bias, Y);
   }
 }
 
@@ -772,11 +793,11 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
                              group <= mk::kDecMaxWarps && dec_smem <= kDecAttnSmemMax;
   if (!decode_kernel) {
     if (m.s_.pos == PosKind::RoPE)
-      mk::rope_kv_kernel<T><<<dim3(unsigned(M), unsigned(NH + NKV)), unsigned(std::min(256, (D + 31) / 32 * 32)), 0,
-                              m.st_>>>(qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, qg, Kc, Vc);
+      m.launch("rope_kv_kernel", mk::rope_kv_kernel<T>, dim3(unsigned(M), unsigned(NH + NKV)),
+               unsigned(std::min(256, (D + 31) / 32 * 32)), 0, qkv, ldq, NH, NKV, D, m.rot_half_, m.inv_freq_, qg,
+               Kc, Vc);
     else
-      mk::kv_append_kernel<T><<<unsigned(M), 256, 0, m.st_>>>(qkv, ldq, qd, kvd, qg, Kc, Vc);
-    check_launch("rope_kv_kernel");
+      m.launch("kv_append_kernel", mk::kv_append_kernel<T>, unsigned(M), 256, 0, qkv, ldq, qd, kvd, qg, Kc, Vc);
   }
 
   float scale = 1.0f / std::sqrt(float(D));
@@ -796,13 +817,9 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
                                     int(nq_), NH, NKV, D, int(c.sliding_window), S, CG, m.rot_half_};
     const dim3 grid{unsigned(nq_), unsigned(NKV), unsigned(S)};
     const unsigned threads = unsigned(32 * group * CG);
-    if (D <= 64)
-      mk::decode_attention_kernel<T, 2><<<grid, threads, dec_smem, m.st_>>>(p);
-    else if (D <= 128)
-      mk::decode_attention_kernel<T, 4><<<grid, threads, dec_smem, m.st_>>>(p);
-    else
-      mk::decode_attention_kernel<T, 8><<<grid, threads, dec_smem, m.st_>>>(p);
-    check_launch("decode_attention_kernel");
+    auto* kern = D <= 64 ? mk::decode_attention_kernel<T, 2>
+                 : D <= 128 ? mk::decode_attention_kernel<T, 4> : mk::decode_attention_kernel<T, 8>;
+    m.launch("decode_attention_kernel", kern, grid, threads, dec_smem, p);
     m.linear(L.o, static_cast<const T*>(ctx_), M, out);
     return;
   }
@@ -813,15 +830,12 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
   const dim3 grid(unsigned(nq_ * blocks_per_group), unsigned(NKV), unsigned(S));
   if (grid.x > 2147483647u || grid.y > 65535) throw Error("attention: shape too large");
   if (D % 8 == 0)
-    mk::attention_kernel<T, true><<<grid, mk::kAttnThreads, mk::attn_smem_bytes(D, 2, true), m.st_>>>(p);
+    m.launch("attention_kernel", mk::attention_kernel<T, true>, grid, mk::kAttnThreads, mk::attn_smem_bytes(D, 2, true), p);
   else
-    mk::attention_kernel<T, false><<<grid, mk::kAttnThreads, mk::attn_smem_bytes(D, 2, false), m.st_>>>(p);
-  check_launch("attention_kernel");
-  if (S > 1) {
-    mk::attn_combine_kernel<T><<<unsigned(M * NH), unsigned((std::max(D, S) + 31) / 32 * 32), 0, m.st_>>>(
-        part_acc_, part_ml_, S, int(M * NH), D, static_cast<T*>(ctx_));
-    check_launch("attn_combine_kernel");
-  }
+    m.launch("attention_kernel", mk::attention_kernel<T, false>, grid, mk::kAttnThreads, mk::attn_smem_bytes(D, 2, false), p);
+  if (S > 1)
+    m.launch("attn_combine_kernel", mk::attn_combine_kernel<T>, unsigned(M * NH), unsigned((std::max(D, S) + 31) / 32 * 32),
+             0, part_acc_, part_ml_, S, int(M * NH), D, static_cast<T*>(ctx_));
   m.linear(L.o, static_cast<const T*>(ctx_), M, out);
 }
 
@@ -865,9 +879,8 @@ void CudaSession::prefill_attention(const T* qkv, const T* Kc, const T* Vc, int6
                      qkv + c0 * ldq + int64_t(j) * D, cuda_type<T>(), int(ldq), int64_t(group) * D, &zero,
                      S + size_t(j) * NKV * blk, st_type, int(Tc), blk, NKV, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "cublasGemmStridedBatchedEx(QK^T)");
-    mk::softmax_rows_kernel<T, ST><<<unsigned(int64_t(NH) * mc), 256, 0, m.st_>>>(
-        S, P, Tc, int(Tc), int(mc), NKV, group, int(p0 + c0), 1.0f, m.slopes_, int(c.sliding_window));
-    check_launch("softmax_rows_kernel");
+    m.launch("softmax_rows_kernel", mk::softmax_rows_kernel<T, ST>, unsigned(int64_t(NH) * mc), 256, 0, S, P, Tc,
+             int(Tc), int(mc), NKV, group, int(p0 + c0), 1.0f, m.slopes_, int(c.sliding_window));
     for (int j = 0; j < group; ++j)
       check_blas(cublasGemmStridedBatchedEx(
                      m.blas_, CUBLAS_OP_N, CUBLAS_OP_N, D, int(mc), int(Tc), &one, Vc, cuda_type<T>(), int(kvd), D,
@@ -886,12 +899,11 @@ void CudaSession::mlp(int64_t l, const T* in, int64_t M, T* out) {
   if (L.gate_up.present()) {
     T* gu = static_cast<T*>(gu_);
     m.linear(L.gate_up, in, M, gu);
-    mk::act_kernel<T><<<grid_for(M * I), 256, 0, m.st_>>>(M, I, gu, u, m.act_);
+    m.launch("act_kernel", mk::act_kernel<T>, grid_for(M * I), 256, 0, M, I, gu, u, m.act_);
   } else {
     m.linear(L.up, in, M, u);
-    mk::act_kernel<T><<<grid_for(M * I), 256, 0, m.st_>>>(M, I, nullptr, u, m.act_);
+    m.launch("act_kernel", mk::act_kernel<T>, grid_for(M * I), 256, 0, M, I, nullptr, u, m.act_);
   }
-  check_launch("act_kernel");
   m.linear(L.down, static_cast<const T*>(u), M, out);
 }
 
@@ -923,15 +935,12 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
       if (add.res_t) add.res_t = static_cast<const T*>(add.res_t) + skip;
     }
     pending = {};
-    if (H % 4 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0)
-      mk::norm_kernel<T, true><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f, add);
-    else
-      mk::norm_kernel<T, false><<<unsigned(r), th, 0, st>>>(in, H, g.w, g.b, c.norm_eps, rms, out_t, out_f, add);
-    check_launch("norm_kernel");
+    const bool vec = H % 4 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
+    m.launch("norm_kernel", vec ? mk::norm_kernel<T, true> : mk::norm_kernel<T, false>, unsigned(r), th, 0, in, H, g.w,
+             g.b, c.norm_eps, rms, out_t, out_f, add);
   };
   auto residual = [&](const T* a1, const T* a2p, const T* res_t, const float* res_f, float* out) {
-    mk::residual_kernel<T><<<grid_for(n), 256, 0, st>>>(n, a1, a2p, res_t, res_f, out);
-    check_launch("residual_kernel");
+    m.launch("residual_kernel", mk::residual_kernel<T>, grid_for(n), 256, 0, n, a1, a2p, res_t, res_f, out);
   };
   // x_ += the residual: deferred into the next norm unless res_t is that norm's output buffer
   // (a: the post-layernorm residual of BLOOM-style configs), which the fused kernel cannot read
@@ -975,8 +984,7 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
         break;
       case BlockKind::PostNorm:
         flush();
-        mk::to_t_kernel<T><<<grid_for(n), 256, 0, st>>>(n, x_, a);
-        check_launch("to_t_kernel");
+        m.launch("to_t_kernel", mk::to_t_kernel<T>, grid_for(n), 256, 0, n, x_, a);
         attention<T>(l, a, M, t);
         residual(t, nullptr, nullptr, x_, y_);
         norm(L.n1, y_, M, a, x_);
@@ -992,8 +1000,7 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
     norm(m.final_norm_, last, rows, a, nullptr);
   } else {
     flush();
-    mk::to_t_kernel<T><<<grid_for(rows * H), 256, 0, st>>>(rows * H, last, a);
-    check_launch("to_t_kernel");
+    m.launch("to_t_kernel", mk::to_t_kernel<T>, grid_for(rows * H), 256, 0, rows * H, last, a);
   }
   m.lm_head<T>(a, rows, logits_);
 }

@@ -499,6 +499,7 @@ gemv_int8_fused_kernel(const T* __restrict__ X, const int8_t* __restrict__ Xq, i
   int64_t cc = c_beg + warp;
   uint4 wv[U][4];
   load_w(cc, wv);  // weights do not depend on the quantize kernel: start before waiting for it
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
   pdl_wait_primary();
 
   for (int i = tid; i < nwords; i += NW * 32) obits[i] = 0;
@@ -664,6 +665,8 @@ inline size_t gemv_rows_smem_bytes(int64_t M, int64_t K, size_t tsize) {
 //     are issued before the current row's reduction.
 //  3. epilogue of row n: y = float(C) * (absmax[m] * SCB[n]) * (1/16129) (+ bias), plus the outlier
 //     product over the list in order, x * T(CB * SCB * (1/127)), each product and sum rounded once.
+//     SCB[n] and the CB values of the first 32 listed columns are loaded with row n's first
+//     weights, and those columns' X values sit in shared memory: the epilogue waits on no load.
 // K % 16 == 0; X, CB 16-byte aligned.
 template <class T, int MM>
 __global__ void __launch_bounds__(256)
@@ -671,7 +674,7 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
                  const float* __restrict__ SCB, const float* __restrict__ bias, float threshold,
                  T* __restrict__ Y) {
   extern __shared__ uint4 smem4[];
-  __shared__ float sh_f[32], s_amax[MM];
+  __shared__ float sh_f[32], s_amax[MM], s_xo[MM][32];
   __shared__ int sh_i[32], s_count;
   constexpr int U = 8;  // 16-byte weight loads per lane in flight
   constexpr int E = 16 / int(sizeof(T));
@@ -692,6 +695,8 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     }
   };
   load(n, 0, w);  // weights do not depend on X: start before waiting for X's producer
+  float scb = n < N ? SCB[n] : 0.f;  // the epilogue's scale, fetched with the row (no stall there)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
   pdl_wait_primary();
 
   // 1. X into the stash, absmax and outlier bits; then quantize into shared memory.
@@ -758,7 +763,13 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     if (tid == 0) s_count = total;
   }
   __syncthreads();
-  const int c = s_count;
+  const int c = s_count, c32 = min(c, 32);
+  // The first 32 outlier columns' X values, for every row's epilogue; their weights are fetched
+  // with each row's first loads (wo), so the epilogue waits on no global load for them.
+  for (int i = tid; i < M * c32; i += blockDim.x) s_xo[i / c32][i % c32] = to_f(X[int64_t(i / c32) * K + list[i % c32]]);
+  const int col = lane < c32 ? list[lane] : 0;
+  int wo = (lane < c32 && n < N) ? int(CB[n * K + col]) : 0;
+  __syncthreads();
   const uint4* xs4 = smem4;
 
   // 2. + 3. Stream the weight rows.
@@ -766,10 +777,19 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     int acc[MM];
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[m] = 0;
+    float scb_next = 0.f;
+    int wo_next = 0;
     for (int64_t p0 = 0; p0 < K16; p0 += 32 * U) {
       uint4 wn[U];
-      if (p0 + 32 * U < K16) load(n, p0 + 32 * U, wn);
-      else load(n + warps, 0, wn);  // the next row (zeros past N)
+      if (p0 + 32 * U < K16) {
+        load(n, p0 + 32 * U, wn);
+      } else {  // the next row (zeros past N), and its epilogue inputs
+        load(n + warps, 0, wn);
+        if (n + warps < N) {
+          scb_next = SCB[n + warps];
+          if (lane < c32) wo_next = CB[(n + warps) * K + col];
+        }
+      }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int64_t idx = p0 + lane + 32 * u;
@@ -796,18 +816,21 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
       acc[m] = __reduce_add_sync(0xffffffffu, acc[m]);
       o[m] = 0.f;
     }
-    const float scb = SCB[n];
     for (int j0 = 0; j0 < c; j0 += 32) {
       const int nj = min(32, c - j0);
-      // Lane j gathers outlier column j0 + j: its dequantized 16-bit weight and the X values.
+      // Lane j holds outlier column j0 + j: its dequantized 16-bit weight and the X values (the
+      // first 32 from registers and shared memory, any further ones gathered here).
       float wdq = 0.f, xv[MM];
-      int k = 0;
       if (lane < nj) {
-        k = list[j0 + lane];
-        wdq = to_f(from_f<T>(__fmul_rn(__fmul_rn(float(CB[n * K + k]), scb), kInv127)));
-      }
+        const int k = j0 == 0 ? col : list[j0 + lane];
+        const int cb = j0 == 0 ? wo : int(CB[n * K + k]);
+        wdq = to_f(from_f<T>(__fmul_rn(__fmul_rn(float(cb), scb), kInv127)));
 #pragma unroll
-      for (int m = 0; m < MM; ++m) xv[m] = (m < M && lane < nj) ? to_f(X[int64_t(m) * K + k]) : 0.f;
+        for (int m = 0; m < MM; ++m) xv[m] = m < M ? (j0 == 0 ? s_xo[m][lane] : to_f(X[int64_t(m) * K + k])) : 0.f;
+      } else {
+#pragma unroll
+        for (int m = 0; m < MM; ++m) xv[m] = 0.f;
+      }
       for (int jj = 0; jj < nj; ++jj) {  // in list order, each product and sum rounded once
         const float wj = __shfl_sync(0xffffffffu, wdq, jj);
 #pragma unroll
@@ -822,6 +845,8 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
         Y[int64_t(m) * N + n] = from_f<T>(c > 0 ? __fadd_rn(y, o[m]) : y);
       }
     }
+    scb = scb_next;
+    wo = wo_next;
   }
 }
 

@@ -65,6 +65,8 @@ struct QueryGroups {
 template <class T>
 __global__ void embed_kernel(const int32_t* __restrict__ tok, int64_t H, const T* __restrict__ emb,
                              const T* __restrict__ pos, QueryGroups qg, int pos_offset, float* __restrict__ x) {
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   const int m = blockIdx.x;
   const T* e = emb + int64_t(tok[m]) * H;
   const T* pe = pos ? pos + int64_t(qg.pos(m) + pos_offset) * H : nullptr;
@@ -110,22 +112,30 @@ __global__ void __launch_bounds__(1024) norm_kernel(float* x, int64_t H,
                                                     const float* __restrict__ w, const float* __restrict__ b,
                                                     double eps, bool rms, T* out_t, float* out_f,
                                                     ResidualAdd add) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
   __shared__ double red[32];
   float* xr = x + int64_t(blockIdx.x) * H;
   const int64_t row0 = int64_t(blockIdx.x) * H;
   const int H4 = VEC ? int(H / 4) : 0;
-  if (VEC && rms && H4 <= 2 * int(blockDim.x)) {
+  const bool in_regs = VEC && rms && H4 <= 2 * int(blockDim.x);
+  float4 wv[2];
+  if (in_regs)  // w does not depend on the kernel before: read it before waiting for that one
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int i = threadIdx.x + r * int(blockDim.x);
+      if (i < H4) wv[r] = reinterpret_cast<const float4*>(w)[i];
+    }
+  pdl_wait_primary();
+  if (in_regs) {
     // Decode-sized rows: the row stays in registers (x + add, then y) and w is read before the
     // reduction -- one global round trip fewer; the same operations in the same order as below.
-    float4 v[2], wv[2];
+    float4 v[2];
     double s2 = 0;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int i = threadIdx.x + r * int(blockDim.x);
       if (i >= H4) continue;
       v[r] = reinterpret_cast<const float4*>(xr)[i];
-      wv[r] = reinterpret_cast<const float4*>(w)[i];
       if (add.a1) {
         const int64_t e = row0 + 4 * int64_t(i);
         v[r] = make_float4(add.apply<T>(e, v[r].x), add.apply<T>(e + 1, v[r].y), add.apply<T>(e + 2, v[r].z),
@@ -209,7 +219,8 @@ __global__ void __launch_bounds__(1024) norm_kernel(float* x, int64_t H,
 template <class T>
 __global__ void residual_kernel(int64_t n, const T* __restrict__ a1, const T* __restrict__ a2,
                                 const T* res_t, const float* res_f, float* out) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     float v = to_f(a1[i]);
     if (a2) v = __fadd_rn(to_f(a2[i]), v);
@@ -219,7 +230,8 @@ __global__ void residual_kernel(int64_t n, const T* __restrict__ a1, const T* __
 
 template <class T>
 __global__ void to_t_kernel(int64_t n, const float* __restrict__ x, T* __restrict__ y) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = of_f<T>(x[i]);
 }
@@ -227,6 +239,8 @@ __global__ void to_t_kernel(int64_t n, const float* __restrict__ x, T* __restric
 // y[m, n] = T(float(y[m, n]) + bias[n]).
 template <class T>
 __global__ void bias_kernel(int64_t M, int64_t N, const float* __restrict__ bias, T* y) {
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = of_f<T>(__fadd_rn(to_f(y[i]), bias[i % N]));
 }
@@ -246,7 +260,8 @@ __device__ __forceinline__ float act_f(int a, float x) {
 // u = act(u) in place.
 template <class T>
 __global__ void act_kernel(int64_t M, int64_t I, const T* __restrict__ gu, T* u, int act) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < M * I; idx += int64_t(gridDim.x) * blockDim.x) {
     if (gu) {
       const int64_t m = idx / I, i = idx % I;
@@ -265,6 +280,8 @@ __global__ void act_kernel(int64_t M, int64_t I, const T* __restrict__ gu, T* u,
 template <class T>
 __global__ void rope_kv_kernel(T* qkv, int64_t ldq, int NH, int NKV, int D, int half,
                                const float* __restrict__ inv_freq, QueryGroups qg, T* Kc, T* Vc) {
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   const int m = blockIdx.x, h = blockIdx.y;
   const int pos = qg.pos(m);
   Kc += qg.group(m) * qg.seq_stride;
@@ -293,6 +310,8 @@ __global__ void rope_kv_kernel(T* qkv, int64_t ldq, int NH, int NKV, int D, int 
 // No RoPE: k and v appended as they are.
 template <class T>
 __global__ void kv_append_kernel(const T* qkv, int64_t ldq, int qd, int kvd, QueryGroups qg, T* Kc, T* Vc) {
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   const int m = blockIdx.x;
   const int pos = qg.pos(m);
   Kc += qg.group(m) * qg.seq_stride;
@@ -366,7 +385,8 @@ __device__ __forceinline__ float dot_q_k8(const float* q, const T* k, int D) {
 // stores, and the score dot products read 8 keys' elements per shared-memory access.
 template <class T, bool VEC>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   extern __shared__ float4 smem_f4[];
   float* smem_f = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = attn_dpad(D, VEC), kvd = p.NKV * D;
@@ -518,7 +538,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams<T> p
 template <class T>
 __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const float* __restrict__ part_ml,
                                     int S, int MH, int D, T* out) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   __shared__ float ms[kAttnMaxSplits], wl[kAttnMaxSplits], mx_s;
   const int mh = blockIdx.x, t = threadIdx.x;
   if (t < S) {
@@ -614,7 +635,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // DPL: dims per lane. Block: 32 * group * CG threads.
 template <class T, int DPL>
 __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(DecodeAttnParams<T> p) {
-  pdl_launch_dependents();  // the int8 GEMV after this kernel may be scheduled now (cuda/pdl.cuh)
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
   extern __shared__ float4 smem_f4[];
   float* qs = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = dec_attn_pitch(D), kvd = p.NKV * D, CG = p.CG;
@@ -652,6 +673,9 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
       s_cos[j] = float(cd);
       s_sin[j] = float(sd);
     }
+  // Up to here nothing read what the kernel before (the q/k/v projection) writes: the cache rows
+  // before pos were written by earlier steps. Wait for it now.
+  pdl_wait_primary();
   __syncthreads();
   if (holds_pos) {  // the token's (rotated) k and its v into the cache before its keys are copied
     const T* kx = qrow + p.NH * D + kvh * D;
@@ -818,6 +842,8 @@ __global__ void __launch_bounds__(256) softmax_rows_kernel(const ST* __restrict_
                                                           int64_t ldS, int Tc, int Mc, int NKV, int group,
                                                           int qpos0, float scale, const float* __restrict__ slopes,
                                                           int window) {
+  pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
+  pdl_wait_primary();      // ... and this one waits here for the one before it
   __shared__ float red[32];
   const int64_t r = blockIdx.x;
   const int mi = int(r % Mc), jg = int(r / Mc), g = jg % NKV, j = jg / NKV;

@@ -1,9 +1,17 @@
-// Programmatic dependent launch (sm_90+; no-ops elsewhere). The int8 decode GEMVs are launched as
-// programmatic dependents of the kernel before them (cuda_backend.cu, launch_pdl): they start
-// streaming weights (which do not depend on X) early and wait for that kernel with
-// griddepcontrol.wait -- full completion and memory visibility -- before touching its outputs.
-// A kernel that may precede one calls pdl_launch_dependents() as it starts, so the GEMV's blocks
-// are scheduled while it runs rather than after its last block exits.
+// Programmatic dependent launch (sm_90+; no-ops elsewhere). Kernels of the forward pass are launched
+// as programmatic dependents of the kernel before them (cuda_backend.cu launch_pdl for the int8
+// GEMVs, cuda_model.cu CudaModel::launch for the model's kernels): their blocks may be scheduled
+// while that kernel still runs and do what does not depend on it (stream weights, copy the KV
+// cache rows of earlier steps, read norm weights), then wait for it with griddepcontrol.wait --
+// full completion and memory visibility -- before touching its outputs.
+//
+// The rule that keeps this correct: every block of a kernel launched this way executes
+// pdl_wait_primary() before it reads anything an earlier kernel of the stream writes and before
+// it writes anything. Then no kernel completes before the one before it, so completion is
+// transitive along the chain (a kernel's wait also covers every kernel before its primary).
+// A kernel calls pdl_launch_dependents() early (as it starts, or once its own prologue loads are
+// issued) so that the next kernel's blocks are scheduled while it runs rather than after its last
+// block exits.
 #pragma once
 #include <cuda_runtime.h>
 
