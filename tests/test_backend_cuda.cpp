@@ -14,6 +14,7 @@
 
 #include "llmint8/backend.h"
 #include "llmint8/error.h"
+#include "model/linear.h"
 #include "quant/reference.h"
 
 #if defined(LLMINT8_HAVE_CUDA)
@@ -270,6 +271,88 @@ TEST_F(CudaBackendTest, Int8LinearRowGemvEveryM) {
   check_linear<f16>(this, 1, 28672, 24, 6.f, true, 5);
   check_linear<f16>(this, 4, 8192, 40, 6.f, true, 70);
 }
+
+#if defined(LLMINT8_HAVE_CUDA)
+// cuda::int8_linear_gated: act(gate) * up straight out of the row GEMV, against the reference
+// int8_linear of the [gate | up] weight (bit-identical to the GPU's, tests above) followed by the
+// CPU model's activation and product, each rounded to T. Within one unit in the last place of T
+// (four for T = float) plus the float error of the activation carried by the product (the device's
+// expf / erff / tanhf and the host's may differ by an ulp or two; near GELU's zero, 1 + erf cancels
+// them into a large relative error of a tiny value): |gate| * |up| * 2^-20. Most elements exactly.
+template <class T>
+void check_gated(CudaBackendTest* t, int64_t M, int64_t K, int64_t I, float th, int n_out, model::Act act) {
+  const int64_t N = 2 * I;
+  std::mt19937 rng(unsigned(M * 7919 + K * 31 + I));
+  std::normal_distribution<float> nd(0.f, 0.5f);
+  std::vector<T> w(size_t(N * K));
+  for (auto& v : w) v = from_float<T>(nd(rng));
+  std::vector<int8_t> cb(static_cast<size_t>(N * K));
+  std::vector<float> scb(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
+  ref::quantize_rowwise(w.data(), N, K, 0.f, cb.data(), scb.data(), nullptr);
+  for (auto& v : bias) v = nd(rng);
+  auto x = make_x<T>(M, K, n_out, rng);
+  Int8Weight hw{N, K, cb.data(), scb.data()};
+  std::vector<T> gu(static_cast<size_t>(M * N));
+  ref::int8_linear(hw, x.data(), M, th, bias.data(), gu.data());
+  std::vector<float> u_ref(static_cast<size_t>(M * I));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < I; ++i) {
+      float g = to_float(gu[size_t(m * N + i)]);
+      model::apply_act(act, &g, 1);
+      u_ref[size_t(m * I + i)] = to_float(from_float<T>(g * to_float(gu[size_t(m * N + I + i)])));
+    }
+  Int8Weight dw{N, K, t->up(cb), t->up(scb)};
+  auto* du = t->dev<T>(size_t(M * I));
+  const std::vector<T> poison(size_t(M * I), from_float<T>(NAN));
+  t->be_->to_device(du, poison.data(), poison.size() * sizeof(T));
+  ASSERT_TRUE(cuda::int8_linear_gated(*t->be_, dw, dtype_of<T>(), t->up(x), M, th, t->up(bias), int(act), du))
+      << "declined M=" << M << " K=" << K;
+  const auto u = t->down(du, size_t(M * I));
+  const int mbits = sizeof(T) == 4 ? 23 : (dtype_of<T>() == DType::BF16 ? 7 : 10);
+  const float ulps = sizeof(T) == 4 ? 4.f : 1.f;
+  int64_t exact = 0;
+  for (size_t i = 0; i < u.size(); ++i) {
+    const float a = to_float(u[i]), b = u_ref[i];
+    ASSERT_TRUE(std::isfinite(a)) << "element " << i << " not written";
+    const float mag = std::max(std::fabs(a), std::fabs(b));
+    const float ulp = std::ldexp(1.0f, std::max(std::ilogb(std::max(mag, 1e-30f)), -14) - mbits);
+    const int64_t m = int64_t(i) / I, j = int64_t(i) % I;
+    const float carried = std::fabs(to_float(gu[size_t(m * N + j)]) * to_float(gu[size_t(m * N + I + j)])) * 0x1p-20f;
+    ASSERT_LE(std::fabs(a - b), ulps * ulp + carried) << "M=" << M << " K=" << K << " act " << int(act) << " m=" << i / size_t(I)
+                                            << " i=" << i % size_t(I) << ": " << a << " vs " << b;
+    exact += same_float(a, b);
+  }
+  EXPECT_GE(double(exact), 0.9 * double(u.size())) << "M=" << M << " K=" << K << " act " << int(act);
+}
+
+TEST_F(CudaBackendTest, Int8LinearGatedMatchesReference) {
+  for (auto& p : bufs_) be_->release(p);
+  bufs_.clear();
+  setenv("LLMINT8_CUDA_DECODE_ROWS", "8", 1);  // every M the row GEMV can take
+  be_ = make_cuda_backend(0);
+  unsetenv("LLMINT8_CUDA_DECODE_ROWS");
+  ASSERT_TRUE(be_);
+  for (int64_t M : {1, 3, 4, 8}) {
+    check_gated<f16>(this, M, 4096, 130, 6.f, 3, model::Act::SiLU);  // rows a warp's pairs do not divide
+    check_gated<f16>(this, M, 272, 37, 6.f, 40, model::Act::GELUTanh);  // > 32 outlier columns
+    check_gated<bf16>(this, M, 1040, 9, 6.f, 3, model::Act::GELU);
+    check_gated<float>(this, M, 16, 5, 0.f, 0, model::Act::ReLU);
+  }
+  check_gated<f16>(this, 1, 4096, 2500, 6.f, 5, model::Act::QuickGELU);  // more pairs than warps
+  check_gated<bf16>(this, 1, 14336, 300, 6.f, 5, model::Act::SiLU);
+  // Declined (false, nothing written): shapes the row GEMV does not take.
+  std::vector<int8_t> cb(64 * 40, 1);
+  std::vector<float> scb(64, 1.f);
+  Int8Weight odd{63, 40, up(cb), up(scb)}, k40{64, 40, up(cb), up(scb)}, k32{64, 32, up(cb), up(scb)};
+  auto* x = dev<f16>(40 * 20);
+  auto* y = dev<f16>(64 * 20);
+  EXPECT_FALSE(cuda::int8_linear_gated(*be_, odd, DType::F16, x, 1, 6.f, nullptr, 0, y));  // odd rows
+  EXPECT_FALSE(cuda::int8_linear_gated(*be_, k40, DType::F16, x, 1, 6.f, nullptr, 0, y));  // K % 16 != 0
+  EXPECT_FALSE(cuda::int8_linear_gated(*be_, k32, DType::F16, x, 9, 6.f, nullptr, 0, y));  // M > 8
+  EXPECT_TRUE(cuda::int8_linear_gated(*be_, k32, DType::F16, x, 8, 6.f, nullptr, 0, y));
+  be_->synchronize();
+}
+#endif
 
 TEST_F(CudaBackendTest, RejectsBadArguments) {
   EXPECT_THROW(be_->gemm_s8s8s32(-1, 2, 3, nullptr, nullptr, nullptr), Error);

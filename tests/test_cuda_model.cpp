@@ -29,6 +29,7 @@
 
 #include "fixture_ref.h"
 #include "temp_dir.h"
+#include "cuda/cuda_model.h"
 #include "io/safetensors.h"
 #include "llmint8/backend.h"
 #include "llmint8/error.h"
@@ -210,7 +211,10 @@ TEST_P(CudaFamily, BatchedStepsEqualSeparateSessions) {
   if (!fs::exists(dir() + "/reference.safetensors")) GTEST_SKIP() << "fixture absent: " << dir();
   const test::FixtureRef ref = test::read_fixture_ref(dir());
   struct Case { Precision p; float threshold; double tol; };
-  for (const Case& cs : {Case{Precision::F16, 6.f, 1e-3}, Case{Precision::Int8, 0.f, 1e-3},
+  // (A batch of >= 32 (sequence, kv head) pairs -- B = 20 here -- takes the decode attention's
+  // tensor-core variant, separate sessions the CUDA-core one: float sums in another order, ~1e-4
+  // in fp16 logits, which int8's re-quantization of the next Linear's input lifts to ~5e-3.)
+  for (const Case& cs : {Case{Precision::F16, 6.f, 1e-3}, Case{Precision::Int8, 0.f, 1e-2},
                          Case{Precision::Int8, 6.f, 5e-2}}) {
     const Precision p = cs.p;
     LoadOptions o = opts(p, "cuda");
@@ -340,7 +344,8 @@ TEST(CudaModel, SkippedPartOfFusedProjection) {
 // (the four warps loop over 32-key chunks, no partials) and to 3 (several chunks per warp, the
 // ticket merge), and the default; without and with Mistral's sliding window (37 keys, across
 // split boundaries). Every decode step follows the CPU model (fp16: 1e-2, as for the fixtures)
-// and the tiled attention_kernel + combine path it replaces (2e-3).
+// and the tiled attention_kernel + combine path it replaces (2e-3); the kernel's tensor-core
+// variant (forced: one sequence takes the CUDA-core one by default) its CUDA-core variant (1e-3).
 TEST(CudaModel, DecodeAttentionLongCacheAndWindow) {
   REQUIRE_GPU();
   const std::string src = kFixtures + "/llama";
@@ -371,22 +376,31 @@ TEST(CudaModel, DecodeAttentionLongCacheAndWindow) {
       }
       return all;
     };
-    auto gpu_with = [&](const char* var, const char* value) {
+    auto gpu_with = [&](const char* var, const char* value, const char* tc = nullptr) {
       setenv(var, value, 1);
+      if (tc) setenv("LLMINT8_CUDA_DEC_ATTN_TC", tc, 1);
       auto m = Model::load(tmp.str(), opts(Precision::F16, "cuda"));
       unsetenv(var);
+      unsetenv("LLMINT8_CUDA_DEC_ATTN_TC");
       return m;
     };
     const std::vector<float> ref = steps(*cpu);
     const std::vector<float> tiled = steps(*gpu_with("LLMINT8_CUDA_DECODE_ATTENTION", "0"));
     EXPECT_LE(rel_err(tiled, ref), 1e-2) << "window " << window;
+    // The decode kernel's CUDA-core variant (the default for one sequence of this shape), and
+    // below its tensor-core variant, forced.
+    const std::vector<float> cores = steps(*gpu_with("LLMINT8_CUDA_DEC_ATTN_TC", "0"));
+    EXPECT_LE(rel_err(cores, ref), 1e-2) << "window " << window;
+    EXPECT_LE(rel_err(cores, tiled), 2e-3) << "window " << window;
     for (const char* splits : {"1", "3", "0"}) {
-      const std::vector<float> got = steps(*gpu_with("LLMINT8_CUDA_DEC_ATTN_SPLITS", splits));
+      const std::vector<float> got = steps(*gpu_with("LLMINT8_CUDA_DEC_ATTN_SPLITS", splits, "1"));
       const double e_cpu = rel_err(got, ref), e_tiled = rel_err(got, tiled);
-      std::printf("[llama] decode attention, window %d, splits %s: vs cpu %.2e, vs tiled kernel %.2e\n", window,
-                  splits, e_cpu, e_tiled);
+      const double e_cores = rel_err(got, cores);
+      std::printf("[llama] decode attention, window %d, splits %s: vs cpu %.2e, vs tiled kernel %.2e, vs CUDA-core "
+                  "variant %.2e\n", window, splits, e_cpu, e_tiled, e_cores);
       EXPECT_LE(e_cpu, 1e-2) << "window " << window << ", splits " << splits;
       EXPECT_LE(e_tiled, 2e-3) << "window " << window << ", splits " << splits;
+      EXPECT_LE(e_cores, 1e-3) << "window " << window << ", splits " << splits;
     }
   }
 }
@@ -424,6 +438,97 @@ TEST(CudaModel, HostEmbeddingsEqualGpuEmbeddings) {
       ASSERT_EQ(lh, lg) << precision_name(p) << ", decode step";
     }
   }
+}
+
+// The decode attention's tensor-core variant at a real head size (128, and 64) with grouped
+// queries (group 4, and 8 -- its limit), on synthetic Llama-shaped models: decode steps at a
+// 300-token cache give the logits of the CUDA-core variant (LLMINT8_CUDA_DEC_ATTN_TC=0) and of
+// the tiled kernel (LLMINT8_CUDA_DECODE_ATTENTION=0), splits forced to 1 and 5 and the default.
+TEST(CudaModel, DecodeAttentionTensorCoresHeadDim128) {
+  REQUIRE_GPU();
+  struct Shape { int64_t hidden, heads, kv_heads, head_dim; };
+  for (const Shape& sh : {Shape{512, 4, 1, 128}, Shape{512, 8, 1, 64}, Shape{1024, 8, 2, 128}}) {
+    cuda::LlamaShape ls;
+    ls.hidden = sh.hidden;
+    ls.layers = 2;
+    ls.heads = sh.heads;
+    ls.kv_heads = sh.kv_heads;
+    ls.head_dim = sh.head_dim;
+    ls.intermediate = 2 * sh.hidden;
+    ls.vocab = 512;
+    ls.max_positions = 1024;
+    auto steps = [&](const char* var, const char* value, const char* tc = nullptr) {
+      setenv(var, value, 1);
+      if (tc) setenv("LLMINT8_CUDA_DEC_ATTN_TC", tc, 1);
+      auto m = cuda::make_synthetic_cuda_model(ls, opts(Precision::F16, "cuda"), 7, 0.05f);
+      unsetenv(var);
+      unsetenv("LLMINT8_CUDA_DEC_ATTN_TC");
+      std::vector<int32_t> prompt(300);
+      for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t(i * 37 % 512);
+      auto s = m->new_session(400);
+      std::vector<float> l, all;
+      s->forward(prompt, &l);
+      for (int i = 0; i < 12; ++i) {
+        const int32_t t = int32_t(i * 101 % 512);
+        s->forward(std::span<const int32_t>(&t, 1), &l);
+        all.insert(all.end(), l.begin(), l.end());
+      }
+      return all;
+    };
+    const std::vector<float> cores = steps("LLMINT8_CUDA_DEC_ATTN_TC", "0");
+    const std::vector<float> tiled = steps("LLMINT8_CUDA_DECODE_ATTENTION", "0");
+    ASSERT_LE(rel_err(cores, tiled), 2e-3);
+    for (const char* splits : {"1", "5", "0"}) {
+      const std::vector<float> tc = steps("LLMINT8_CUDA_DEC_ATTN_SPLITS", splits, "1");
+      const double e = rel_err(tc, cores), et = rel_err(tc, tiled);
+      std::printf("[synthetic D=%lld, group %lld] tensor-core decode attention, splits %s: vs CUDA-core %.2e, vs tiled "
+                  "%.2e\n", (long long)sh.head_dim, (long long)(sh.heads / sh.kv_heads), splits, e, et);
+      EXPECT_LE(e, 1e-3) << "D " << sh.head_dim << ", splits " << splits;
+      EXPECT_LE(et, 2e-3) << "D " << sh.head_dim << ", splits " << splits;
+    }
+  }
+}
+
+// The gated activation fused into the decode steps' int8 row GEMV (cuda::int8_linear_gated, taken
+// for these shapes: K = hidden = 64, M = 1, and M = 4 with LLMINT8_CUDA_DECODE_ROWS=8) gives the
+// logits of the separate gate_up GEMV + act_kernel (LLMINT8_CUDA_FUSED_ACT=0) bit for bit:
+// single-sequence steps (graph replays) and batched steps of 4 sequences, both gated fixtures.
+TEST(CudaModel, FusedGatedActivationEqualsSeparate) {
+  REQUIRE_GPU();
+  int tested = 0;
+  for (const char* fam : {"llama", "qwen2"}) {
+    const std::string dir = kFixtures + "/" + fam;
+    if (!fs::exists(dir + "/reference.safetensors")) continue;
+    const test::FixtureRef ref = test::read_fixture_ref(dir);
+    auto run = [&](const char* fused) {
+      setenv("LLMINT8_CUDA_FUSED_ACT", fused, 1);
+      setenv("LLMINT8_CUDA_DECODE_ROWS", "8", 1);
+      auto m = Model::load(dir, opts(Precision::Int8, "cuda"));
+      unsetenv("LLMINT8_CUDA_FUSED_ACT");
+      unsetenv("LLMINT8_CUDA_DECODE_ROWS");
+      std::vector<float> out, l;
+      auto s = m->new_session();
+      for (int32_t t : ref.input_ids) {
+        s->forward(std::span<const int32_t>(&t, 1), &l);
+        out.insert(out.end(), l.begin(), l.end());
+      }
+      auto b = m->new_batch_session(4, 32);
+      for (int64_t i = 0; i < 4; ++i)
+        b->forward(i, std::vector<int32_t>(ref.input_ids.begin(), ref.input_ids.begin() + 1 + i), &l);
+      for (int step = 0; step < 3; ++step) {
+        std::vector<int32_t> toks;
+        for (int64_t i = 0; i < 4; ++i) toks.push_back(ref.input_ids[size_t(i + step) % ref.input_ids.size()]);
+        b->step(toks, &l);
+        out.insert(out.end(), l.begin(), l.end());
+      }
+      return out;
+    };
+    const std::vector<float> fused = run("1"), separate = run("0");
+    ASSERT_FALSE(fused.empty());
+    EXPECT_EQ(fused, separate) << fam;
+    ++tested;
+  }
+  if (tested == 0) GTEST_SKIP() << "gated fixtures absent";
 }
 
 TEST(CudaModel, Errors) {

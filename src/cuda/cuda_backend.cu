@@ -300,10 +300,10 @@ class CudaBackend final : public Backend {
 
   // gemv_rows_kernel<T, MM> as a programmatic dependent of the quantize kernel: persistent blocks
   // of 8 warps, as many as fit on the GPU at once (or one warp per row when N is small).
-  template <class T, int MM>
+  template <class T, int MM, bool GATED = false>
   void launch_rows(const T* X, int64_t M, int64_t K, int64_t N, const Int8Weight& W, const float* bias,
-                   float threshold, T* Y, size_t smem) {
-    auto* kern = cuda::gemv_rows_kernel<T, MM>;
+                   float threshold, T* Y, size_t smem, int act = 0) {
+    auto* kern = cuda::gemv_rows_kernel<T, MM, GATED>;
     static bool attr_set = false;  // per instantiation
     if (!attr_set) {
       check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRowsSmemMax)),
@@ -314,10 +314,11 @@ class CudaBackend final : public Backend {
     int& per_sm = rows_occupancy_[{reinterpret_cast<const void*>(kern), smem}];
     if (per_sm == 0)
       check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem), "cudaOccupancy");
-    const int64_t blocks = std::clamp<int64_t>(std::min<int64_t>((N + 7) / 8, int64_t(std::max(per_sm, 1)) * sm_count_),
-                                               1, 1 << 30);
+    const int64_t warps_needed = GATED ? N / 2 : N;  // one per row (per row pair when GATED)
+    const int64_t blocks = std::clamp<int64_t>(
+        std::min<int64_t>((warps_needed + 7) / 8, int64_t(std::max(per_sm, 1)) * sm_count_), 1, 1 << 30);
     launch_pdl(kern, dim3(unsigned(blocks)), smem, "gemv_rows_kernel", X, int(M), K, N, W.CB, W.SCB, bias,
-               threshold, Y);
+               threshold, act, Y);
   }
 
   // kern<<<grid, 256, smem>>>(args...) on the stream as a programmatic dependent of the kernel
@@ -339,6 +340,41 @@ class CudaBackend final : public Backend {
     check_launch(what);
   }
 
+  // Whether int8_linear(W, X [M, K]) runs on the row GEMV (gemv_rows_kernel).
+  bool on_row_gemv(const Int8Weight& W, const void* X, int64_t M, size_t tsize) const {
+    const int64_t K = W.in_features;
+    return M >= 1 && M <= 16 && M <= decode_rows_max_ && K > 0 && K % 16 == 0 &&
+           reinterpret_cast<uintptr_t>(X) % 16 == 0 && reinterpret_cast<uintptr_t>(W.CB) % 16 == 0 &&
+           cuda::gemv_rows_smem_bytes(M, K, tsize) <= kRowsSmemMax;
+  }
+
+ public:
+  // cuda::int8_linear_gated (cuda_backend.h).
+  bool int8_linear_gated(const Int8Weight& W, DType t, const void* X, int64_t M, float threshold,
+                         const float* bias, int act, void* Y) {
+    check_dims("int8_linear_gated", M, W.out_features, W.in_features);
+    const size_t tsize = t == DType::F32 ? 4 : 2;
+    if (W.out_features % 2 != 0 || W.n_kept != 0 || !X || !Y || !W.CB || !W.SCB ||
+        !(t == DType::F16 || t == DType::BF16 || t == DType::F32) || !on_row_gemv(W, X, M, tsize))
+      return false;
+    const int64_t K = W.in_features, N = W.out_features;
+    const size_t smem = cuda::gemv_rows_smem_bytes(M, K, tsize);
+    auto run = [&](auto* x, auto* y) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+      if (M == 1)
+        launch_rows<T, 1, true>(x, M, K, N, W, bias, threshold, y, smem, act);
+      else if (M <= 4)
+        launch_rows<T, 4, true>(x, M, K, N, W, bias, threshold, y, smem, act);
+      else
+        launch_rows<T, 8, true>(x, M, K, N, W, bias, threshold, y, smem, act);
+    };
+    if (t == DType::F16) run(static_cast<const __half*>(X), static_cast<__half*>(Y));
+    else if (t == DType::BF16) run(static_cast<const __nv_bfloat16*>(X), static_cast<__nv_bfloat16*>(Y));
+    else run(static_cast<const float*>(X), static_cast<float*>(Y));
+    return true;
+  }
+
+ private:
   template <class T>
   void linear_t(const Int8Weight& W, const T* X, int64_t M, float threshold, const float* bias,
                 T* Y) {
@@ -351,7 +387,7 @@ class CudaBackend final : public Backend {
     if (decode) {
       // Few rows whose quantized copy fits in shared memory: ONE kernel quantizes and streams.
       const size_t rows_smem = cuda::gemv_rows_smem_bytes(M, K, sizeof(T));
-      if (M <= decode_rows_max_ && rows_smem <= kRowsSmemMax) {
+      if (on_row_gemv(W, X, M, sizeof(T))) {
         if (M == 1)
           launch_rows<T, 1>(X, M, K, N, W, bias, threshold, Y, rows_smem);
         else if (M <= 4)
@@ -538,6 +574,12 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
 void* cuda::stream_of(Backend& b) {
   auto* c = dynamic_cast<CudaBackend*>(&b);
   return c ? static_cast<void*>(c->stream()) : nullptr;
+}
+
+bool cuda::int8_linear_gated(Backend& b, const Int8Weight& W, DType t, const void* X, int64_t M, float threshold,
+                             const float* bias, int act, void* Y) {
+  auto* c = dynamic_cast<CudaBackend*>(&b);
+  return c && c->int8_linear_gated(W, t, X, M, threshold, bias, act, Y);
 }
 
 }  // namespace llmint8

@@ -9,4 +9,13 @@ namespace llmint8::cuda {
 // CUDA backend.
 void* stream_of(Backend& b);
 
+// The gated MLP input projection of a decode step in one kernel: W is [gate | up] (2I rows, the
+// gate rows first), and Y [M, I] = T(act(float(T(X gate^T))) * float(T(X up^T))), each product as
+// int8_linear computes it (same bits), act as the model's (act code: cuda/act.cuh ActK). Only for
+// the shapes int8_linear runs on its row GEMV (few rows, K % 16 == 0, aligned); returns false and
+// launches nothing otherwise (and when `b` is not the CUDA backend): the caller then runs
+// int8_linear and its own activation.
+bool int8_linear_gated(Backend& b, const Int8Weight& W, DType t, const void* X, int64_t M, float threshold,
+                       const float* bias, int act, void* Y);
+
 }  // namespace llmint8::cuda

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/act.cuh"
 #include "cuda/pdl.cuh"
 
 namespace llmint8::cuda {
@@ -667,12 +668,16 @@ inline size_t gemv_rows_smem_bytes(int64_t M, int64_t K, size_t tsize) {
 //     product over the list in order, x * T(CB * SCB * (1/127)), each product and sum rounded once.
 //     SCB[n] and the CB values of the first 32 listed columns are loaded with row n's first
 //     weights, and those columns' X values sit in shared memory: the epilogue waits on no load.
+// GATED (a [gate | up] weight, N = 2I rows, Y [M, I]): a warp takes rows i and I + i one after
+// the other and writes Y[m, i] = T(act(float(T(gate))) * float(T(up))) -- the values of this
+// kernel's two outputs followed by the model's act_kernel, with no [M, 2I] intermediate and no
+// separate launch.
 // K % 16 == 0; X, CB 16-byte aligned.
-template <class T, int MM>
+template <class T, int MM, bool GATED>
 __global__ void __launch_bounds__(256)
 gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int8_t* __restrict__ CB,
                  const float* __restrict__ SCB, const float* __restrict__ bias, float threshold,
-                 T* __restrict__ Y) {
+                 int act, T* __restrict__ Y) {
   extern __shared__ uint4 smem4[];
   __shared__ float sh_f[32], s_amax[MM], s_xo[MM][32];
   __shared__ int sh_i[32], s_count;
@@ -684,7 +689,14 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
   uint32_t* obits = reinterpret_cast<uint32_t*>(xs + int64_t(M) * K);
   int* list = reinterpret_cast<int*>(obits + (nwords + 3) / 4 * 4);
   T* stash = reinterpret_cast<T*>(list);  // X rows while quantizing; the list after
+  // Rows of this warp: n = warp id, + warps in the grid, ...; GATED: i, I + i, i + warps, ...
+  const int64_t I = N / 2;
+  auto next_row = [&](int64_t r) -> int64_t {
+    if constexpr (GATED) return r < I ? r + I : (r - I + warps < I ? r - I + warps : N);
+    else return r + warps;
+  };
   int64_t n = int64_t(blockIdx.x) * 8 + (tid >> 5);
+  if (GATED && n >= I) n = N;
   uint4 w[U];
   auto load = [&](int64_t row, int64_t p0, uint4 (&dst)[U]) {
     const uint4* r = reinterpret_cast<const uint4*>(CB + row * K);
@@ -758,22 +770,26 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
     for (int64_t wi = w0; wi < w1; ++wi) cnt += __popc(obits[wi]);
     int total = 0;
     int off = block_exclusive_scan(cnt, sh_i, &total);  // synchronises the block
+    // The first 32 listed columns' X values, for every row's epilogue, taken from the stash
+    // before the list overwrites it (their weights come with each row's first loads: wo).
+    for (int64_t wi = w0, o = off; wi < w1 && o < 32; ++wi)
+      for (uint32_t b = obits[wi]; b && o < 32; b &= b - 1, ++o)
+        for (int m = 0; m < M; ++m) s_xo[m][o] = to_f(stash[int64_t(m) * K + wi * 32 + __ffs(b) - 1]);
+    __syncthreads();
     for (int64_t wi = w0; wi < w1; ++wi)
       for (uint32_t b = obits[wi]; b; b &= b - 1) list[off++] = int(wi * 32 + __ffs(b) - 1);
     if (tid == 0) s_count = total;
   }
   __syncthreads();
   const int c = s_count, c32 = min(c, 32);
-  // The first 32 outlier columns' X values, for every row's epilogue; their weights are fetched
-  // with each row's first loads (wo), so the epilogue waits on no global load for them.
-  for (int i = tid; i < M * c32; i += blockDim.x) s_xo[i / c32][i % c32] = to_f(X[int64_t(i / c32) * K + list[i % c32]]);
   const int col = lane < c32 ? list[lane] : 0;
   int wo = (lane < c32 && n < N) ? int(CB[n * K + col]) : 0;
-  __syncthreads();
   const uint4* xs4 = smem4;
 
   // 2. + 3. Stream the weight rows.
-  for (; n < N; n += warps) {
+  float gate = 0.f;  // GATED: act(gate row's output) of row m, in lane m
+  for (; n < N; n = next_row(n)) {
+    const int64_t nn = next_row(n);
     int acc[MM];
 #pragma unroll
     for (int m = 0; m < MM; ++m) acc[m] = 0;
@@ -784,10 +800,10 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
       if (p0 + 32 * U < K16) {
         load(n, p0 + 32 * U, wn);
       } else {  // the next row (zeros past N), and its epilogue inputs
-        load(n + warps, 0, wn);
-        if (n + warps < N) {
-          scb_next = SCB[n + warps];
-          if (lane < c32) wo_next = CB[(n + warps) * K + col];
+        load(nn, 0, wn);
+        if (nn < N) {
+          scb_next = SCB[nn];
+          if (lane < c32) wo_next = CB[nn * K + col];
         }
       }
 #pragma unroll
@@ -842,7 +858,13 @@ gemv_rows_kernel(const T* __restrict__ X, int M, int64_t K, int64_t N, const int
       if (m < M && lane == m) {
         float y = __fmul_rn(__fmul_rn(float(acc[m]), __fmul_rn(s_amax[m], scb)), kDqScale);
         if (bias) y = __fadd_rn(y, bias[n]);
-        Y[int64_t(m) * N + n] = from_f<T>(c > 0 ? __fadd_rn(y, o[m]) : y);
+        const T yt = from_f<T>(c > 0 ? __fadd_rn(y, o[m]) : y);
+        if constexpr (GATED) {
+          if (n < I) gate = act_f(act, to_f(yt));
+          else Y[int64_t(m) * I + n - I] = from_f<T>(__fmul_rn(gate, to_f(yt)));
+        } else {
+          Y[int64_t(m) * N + n] = yt;
+        }
       }
     }
     scb = scb_next;
