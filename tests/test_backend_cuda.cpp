@@ -175,18 +175,31 @@ TEST_F(CudaBackendTest, DequantizeMatchesReference) {
     }
 }
 
+// A weight [N, K] ~ N(0, 0.5) in T, quantized row-wise as loading does (CB, SCB), and a bias.
+struct TestWeight {
+  std::vector<int8_t> cb;
+  std::vector<float> scb, bias;
+};
+template <class T>
+TestWeight make_weight(int64_t N, int64_t K, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 0.5f);
+  std::vector<T> w(static_cast<size_t>(N * K));
+  for (auto& v : w) v = from_float<T>(nd(rng));
+  TestWeight tw{std::vector<int8_t>(static_cast<size_t>(N * K)), std::vector<float>(static_cast<size_t>(N)),
+                std::vector<float>(static_cast<size_t>(N))};
+  ref::quantize_rowwise(w.data(), N, K, 0.f, tw.cb.data(), tw.scb.data(), nullptr);
+  for (auto& v : tw.bias) v = nd(rng);
+  return tw;
+}
+
 // int8_linear vs ref::int8_linear: relative error and bit-identity, twice on the same inputs.
 template <class T>
 void check_linear(CudaBackendTest* t, int64_t M, int64_t K, int64_t N, float th, bool with_bias,
                   int n_out) {
   std::mt19937 rng(unsigned(M * 1009 + K * 17 + N));
-  std::normal_distribution<float> nd(0.f, 0.5f);
-  std::vector<T> w(size_t(N * K));
-  for (auto& v : w) v = from_float<T>(nd(rng));
-  std::vector<int8_t> cb(static_cast<size_t>(N * K));
-  std::vector<float> scb(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
-  ref::quantize_rowwise(w.data(), N, K, 0.f, cb.data(), scb.data(), nullptr);
-  for (auto& v : bias) v = nd(rng);
+  const TestWeight tw = make_weight<T>(N, K, rng);
+  const std::vector<int8_t>& cb = tw.cb;
+  const std::vector<float>&scb = tw.scb, &bias = tw.bias;
   auto x = make_x<T>(M, K, n_out, rng);
   Int8Weight hw{N, K, cb.data(), scb.data()};
   std::vector<T> y_ref(size_t(M * N));
@@ -283,13 +296,9 @@ template <class T>
 void check_gated(CudaBackendTest* t, int64_t M, int64_t K, int64_t I, float th, int n_out, model::Act act) {
   const int64_t N = 2 * I;
   std::mt19937 rng(unsigned(M * 7919 + K * 31 + I));
-  std::normal_distribution<float> nd(0.f, 0.5f);
-  std::vector<T> w(size_t(N * K));
-  for (auto& v : w) v = from_float<T>(nd(rng));
-  std::vector<int8_t> cb(static_cast<size_t>(N * K));
-  std::vector<float> scb(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
-  ref::quantize_rowwise(w.data(), N, K, 0.f, cb.data(), scb.data(), nullptr);
-  for (auto& v : bias) v = nd(rng);
+  const TestWeight tw = make_weight<T>(N, K, rng);
+  const std::vector<int8_t>& cb = tw.cb;
+  const std::vector<float>&scb = tw.scb, &bias = tw.bias;
   auto x = make_x<T>(M, K, n_out, rng);
   Int8Weight hw{N, K, cb.data(), scb.data()};
   std::vector<T> gu(static_cast<size_t>(M * N));

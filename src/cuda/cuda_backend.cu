@@ -326,17 +326,7 @@ class CudaBackend final : public Backend {
   // that kernel finishes, and waits for it with griddepcontrol.wait before reading its outputs.
   template <class... KArgs, class... Args>
   void launch_pdl(void (*kern)(KArgs...), dim3 grid, size_t smem, const char* what, Args... args) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(256);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream_;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_ ? 1 : 0;
-    check(cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...), what);
+    check(cuda::launch_kernel(pdl_, stream_, grid, dim3(256), smem, kern, args...), what);
     check_launch(what);
   }
 

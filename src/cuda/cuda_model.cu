@@ -196,17 +196,7 @@ class CudaModel final : public model::ConfiguredModel {
   // when pdl_ (cuda/pdl.cuh: the kernel waits for that one with pdl_wait_primary in every block).
   template <class... KArgs, class... Args>
   void launch(const char* what, void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, Args... args) const {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st_;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_ ? 1 : 0;
-    check(cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...), what);
+    check(launch_kernel(pdl_, st_, grid, block, smem, kern, args...), what);
   }
 
   Precision prec_ = Precision::Int8;

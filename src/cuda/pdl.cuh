@@ -28,4 +28,22 @@ __device__ __forceinline__ void pdl_wait_primary() {
 #endif
 }
 
+// kern<<<grid, block, smem, stream>>>(args...), as a programmatic dependent of the kernel before
+// it on the stream when `pdl` (the kernel must then follow the rule above).
+template <class... KArgs, class... Args>
+cudaError_t launch_kernel(bool pdl, cudaStream_t stream, dim3 grid, dim3 block, size_t smem, void (*kern)(KArgs...),
+                          Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+}
+
 }  // namespace llmint8::cuda
