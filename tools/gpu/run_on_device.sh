@@ -12,6 +12,7 @@
 # then call the device tool with carry [".carry"] and the command
 #   bash tools/gpu/run_on_device.sh [test] [sanitize] [racecheck] [profile] [bench] [quick]
 #   bash tools/gpu/run_on_device.sh model [modelbench] [hf]
+#   bash tools/gpu/run_on_device.sh all modelcheck    (memcheck of GPU model tests: MODELCHECK_FILTER)
 # (no argument = test bench). `model` builds only the GPU model's targets and runs
 # test_cuda_model; `modelbench` runs bench_cuda_model (Llama-3-8B-shaped, synthetic weights, int8
 # vs fp16); `hf` runs tools/gpu/hf_baseline.py (transformers fp16 on the same GPU). Logs go to $OUT (build.log, test.log, sanitize.log, bench.log);
@@ -66,6 +67,14 @@ if has sanitize; then
     --gtest_brief=1 --gtest_filter='*Quantize*:*Gemm*:*Dequantize*:*Int8Linear*' \
     >"$OUT/sanitize.log" 2>&1; s=$?
   tail -8 "$OUT/sanitize.log"; echo "compute-sanitizer exit: $s"; [ $s -eq 0 ] || rc=1
+fi
+if has modelcheck; then
+  # compute-sanitizer memcheck of GPU model tests (MODELCHECK_FILTER, MODELCHECK_TIMEOUT s).
+  echo "== compute-sanitizer memcheck (model tests)"
+  timeout ${MODELCHECK_TIMEOUT:-300} stdbuf -oL compute-sanitizer --tool memcheck --error-exitcode 3 ./$B/tests/test_cuda_model \
+    --gtest_brief=1 --gtest_filter="${MODELCHECK_FILTER:-CudaModel.*:Fixtures/CudaFamily.*/0}" >"$OUT/modelcheck.log" 2>&1; s=$?
+  grep -E "ERROR SUMMARY|tests? ran|PASSED|FAILED|Invalid|out of bounds" "$OUT/modelcheck.log" | head -12
+  echo "memcheck (model tests) exit: $s"; [ $s -eq 0 ] || rc=1
 fi
 if has racecheck; then
   # Shared-memory races (racecheck) in every kernel the primitive and model tests launch; the
