@@ -576,6 +576,7 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const fl
 // (rotated) k and its v to the cache before copying its keys. D % 8 == 0, D <= 32 * DPL,
 // group * CG <= kDecMaxWarps.
 constexpr int kDecKeys = 32, kDecMaxWarps = 16, kDecMaxWarpsTC = 8;  // (TC: registers for O)
+static_assert(kDecKeys == 32, "decode_attention_kernel: a chunk is one key per lane (and j >> 5 in its copies)");
 
 template <class T>
 struct DecodeAttnParams {
@@ -686,8 +687,19 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
   const int sb = kbeg + split * per, se = min(kend, sb + per);
   const int D8 = D / 8, step = CG * kDecKeys;
   // All threads copy the step's CG chunks (K and V rows of up to CG * 32 keys).
+  const bool pow2 = (D8 & (D8 - 1)) == 0 && blockDim.x % D8 == 0;
   auto issue = [&](int k0) {
     const int nk = min(step, se - k0);
+    if (pow2) {  // a fixed 16-byte piece per thread, rows by shifts: no divisions per copy
+      const int sh = __ffs(D8) - 1, d = (threadIdx.x & (D8 - 1)) * 8, rows = blockDim.x >> sh;
+      for (int j = threadIdx.x >> sh; j < nk; j += rows) {
+        const int64_t off = int64_t(k0 + j) * kvd + kvh * D + d;
+        T* kt = reinterpret_cast<T*>(region) + (j >> 5) * (2 * kDecKeys * Dp) + (j & 31) * Dp;
+        cp_async16(kt + d, Kg + off);
+        cp_async16(kt + kDecKeys * Dp + d, Vg + off);
+      }
+      return;
+    }
     for (int c = threadIdx.x; c < nk * D8; c += blockDim.x) {
       const int j = c / D8, d = (c - j * D8) * 8;  // key k0 + j: chunk j / 32, row j % 32
       const int64_t off = int64_t(k0 + j) * kvd + kvh * D + d;
@@ -700,6 +712,7 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
   const bool holds_pos = sb <= pos && pos < se;  // this split holds the new token
   if (!holds_pos && sb < se) issue(sb);  // first: the copies depend on nothing below
   __shared__ float s_cos[128], s_sin[128];  // RoPE at pos, once per block (half <= 128)
+  __shared__ float s_pw[TC ? 1 : kDecMaxWarps][32];  // CUDA-core variant: each warp's P row
   if (p.inv_freq)
     for (int j = threadIdx.x; j < p.half; j += blockDim.x) {
       double sd, cd;
@@ -849,15 +862,23 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
       struct alignas(2 * DPL) VecT {
         T v[DPL];
       };
+      // The 32 weights through a per-warp shared row (broadcast reads): unlike shuffles, the loop
+      // below can issue them and the V loads several keys ahead. Same products, same order.
+      float* pw = s_pw[warp];
+      pw[lane] = pj;
+      __syncwarp();
       const int d0 = lane * DPL;  // this lane's DPL consecutive dims: one shared-memory load per key
-      for (int j = 0; j < nk; ++j) {
-        const float w = __shfl_sync(0xffffffffu, pj, j);
-        if (d0 < D) {
-          const VecT vv = *reinterpret_cast<const VecT*>(vt + j * Dp + d0);
+      if (d0 < D) {
+        const T* vp = vt + d0;
+#pragma unroll 8
+        for (int j = 0; j < nk; ++j, vp += Dp) {
+          const float w = pw[j];
+          const VecT vv = *reinterpret_cast<const VecT*>(vp);
 #pragma unroll
           for (int i = 0; i < DPL; ++i) acc[i] = fmaf(w, to_f(vv.v[i]), acc[i]);
         }
       }
+      __syncwarp();  // pw is read: the next chunk may rewrite it
     }
     __syncthreads();  // the tiles are read: the next step may overwrite them
     if (k0 + step < se) issue(k0 + step);
