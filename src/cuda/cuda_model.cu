@@ -225,9 +225,6 @@ class CudaModel final : public model::ConfiguredModel {
   // The gated activation fused into the int8 row GEMV of decode steps (LLMINT8_CUDA_FUSED_ACT=0:
   // gate_up then act_kernel, for A/B measurements and the equality test).
   bool fused_act_ = true;
-  // The decode attention's tensor-core variant: -1 = where it pays (see CudaSession::attention),
-  // LLMINT8_CUDA_DEC_ATTN_TC=1 wherever it applies, 0 never (A/B measurements, equality tests).
-  int dec_attn_tc_ = -1;
 
   GLinear embed_, pos_embed_, lm_head_;  // lm_head_.w == embed_.w when tied
   GNorm embed_norm_, final_norm_;
@@ -286,20 +283,15 @@ void CudaModel::init_device(const LoadOptions& opts) {
                  (const void*)mk::attention_kernel<__half, true>, (const void*)mk::attention_kernel<__nv_bfloat16, true>})
     check(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
           "cudaFuncSetAttribute(attention)");
-  for (auto f : {(const void*)mk::decode_attention_kernel<__half, 2, false>, (const void*)mk::decode_attention_kernel<__half, 4, false>,
-                 (const void*)mk::decode_attention_kernel<__half, 8, false>,
-                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 2, false>,
-                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 4, false>,
-                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 8, false>,
-                 (const void*)mk::decode_attention_kernel<__half, 2, true>, (const void*)mk::decode_attention_kernel<__half, 4, true>,
-                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 2, true>,
-                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 4, true>})
+  for (auto f : {(const void*)mk::decode_attention_kernel<__half, 2>, (const void*)mk::decode_attention_kernel<__half, 4>,
+                 (const void*)mk::decode_attention_kernel<__half, 8>, (const void*)mk::decode_attention_kernel<__nv_bfloat16, 2>,
+                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 4>,
+                 (const void*)mk::decode_attention_kernel<__nv_bfloat16, 8>})
     check(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kDecAttnSmemMax)),
           "cudaFuncSetAttribute(decode attention)");
   if (const char* e = std::getenv("LLMINT8_CUDA_DECODE_ATTENTION")) use_decode_attention_ = std::atoi(e) != 0;
   if (const char* e = std::getenv("LLMINT8_CUDA_DEC_ATTN_SPLITS")) dec_attn_splits_ = std::atoi(e);
   if (const char* e = std::getenv("LLMINT8_CUDA_FUSED_ACT")) fused_act_ = std::atoi(e) != 0;
-  if (const char* e = std::getenv("LLMINT8_CUDA_DEC_ATTN_TC")) dec_attn_tc_ = std::atoi(e) != 0 ? 1 : 0;
 }
 
 // Throws when `bytes` of weights (plus a margin for the cache and scratch) exceed free memory.
@@ -789,14 +781,7 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
   const int group = NH / NKV;
   // One query per sequence (decode steps): decode_attention_kernel, which also rotates q and k and
   // appends the token's k and v (no rope_kv_kernel), and merges its splits itself.
-  // Tensor-core variant: one warp per chunk for all the group's heads (group <= 8, D % 16 == 0,
-  // D <= 128). It has a quarter of the warps of the CUDA-core one for the same keys, each a longer
-  // chain: faster when there are many (sequence, kv head) pairs to spread over the SMs, slower
-  // with few (Llama-3-8B shape at a 2K cache: batch 1, 8 pairs: 4.20 -> 4.41 ms per step; batch 8,
-  // 64 pairs: 6.92 -> 6.49; batch 32: 11.88 -> 10.85). By default: from 32 pairs on.
-  const bool tc = group <= 8 && D % 16 == 0 && D <= 128 &&
-                  (m.dec_attn_tc_ == 1 || (m.dec_attn_tc_ < 0 && nq_ * NKV >= 32));
-  const int CG = tc ? std::min(mk::kDecMaxWarpsTC, mk::dec_attn_chunks(D, 1)) : mk::dec_attn_chunks(D, group);
+  const int CG = mk::dec_attn_chunks(D, group);
   const size_t dec_smem = mk::decode_attn_smem_bytes(D, group, CG);
   const bool decode_kernel = Mq_ == 1 && m.use_decode_attention_ && D % 8 == 0 && D <= 256 &&
                              group <= mk::kDecMaxWarps && dec_smem <= kDecAttnSmemMax;
@@ -825,13 +810,9 @@ void CudaSession::attention(int64_t l, const T* in, int64_t M, T* out) {
                                     qg, m.slopes_, m.s_.pos == PosKind::RoPE ? m.inv_freq_ : nullptr, scale,
                                     int(nq_), NH, NKV, D, int(c.sliding_window), S, CG, m.rot_half_};
     const dim3 grid{unsigned(nq_), unsigned(NKV), unsigned(S)};
-    // (TC: one warp per chunk slot. 8 warps whatever CG, so that the copies and merges have more
-    // threads, measured slower: batch 8 6.49 -> 6.87 ms, 32 10.85 -> 10.99 -- one block per SM.)
-    const unsigned threads = unsigned(32 * (tc ? 1 : group) * CG);
-    auto* kern = tc ? (D <= 64 ? mk::decode_attention_kernel<T, 2, true> : mk::decode_attention_kernel<T, 4, true>)
-                 : D <= 64  ? mk::decode_attention_kernel<T, 2, false>
-                 : D <= 128 ? mk::decode_attention_kernel<T, 4, false>
-                            : mk::decode_attention_kernel<T, 8, false>;
+    const unsigned threads = unsigned(32 * group * CG);
+    auto* kern = D <= 64 ? mk::decode_attention_kernel<T, 2>
+                 : D <= 128 ? mk::decode_attention_kernel<T, 4> : mk::decode_attention_kernel<T, 8>;
     m.launch("decode_attention_kernel", kern, grid, threads, dec_smem, p);
     m.linear(L.o, static_cast<const T*>(ctx_), M, out);
     return;

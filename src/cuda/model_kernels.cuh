@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "cuda/act.cuh"
 #include "cuda/pdl.cuh"
@@ -575,7 +574,7 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_acc, const fl
 // it: q is rotated as it is read (RoPE), and the split holding position pos writes the token's
 // (rotated) k and its v to the cache before copying its keys. D % 8 == 0, D <= 32 * DPL,
 // group * CG <= kDecMaxWarps.
-constexpr int kDecKeys = 32, kDecMaxWarps = 16, kDecMaxWarpsTC = 8;  // (TC: registers for O)
+constexpr int kDecKeys = 32, kDecMaxWarps = 16;
 static_assert(kDecKeys == 32, "decode_attention_kernel: a chunk is one key per lane (and j >> 5 in its copies)");
 
 template <class T>
@@ -624,59 +623,16 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
-// Tensor-core pieces of the decode kernel's TC variant (sm_80+): two floats as a T pair (the
-// first in the low half), one m16n8k16 MMA with float32 accumulation (A row-major 16x16, B
-// column-major 16x8: the PTX fragment layouts), and four 8x8 b16 matrices from shared memory,
-// transposed (ldmatrix.trans: thread i's rows addresses matrix i / 8, row i % 8).
-template <class T> __device__ __forceinline__ uint32_t pack_t2(float a, float b);
-template <> __device__ __forceinline__ uint32_t pack_t2<__half>(float a, float b) {
-  const __half2 h = __halves2half2(__float2half_rn(a), __float2half_rn(b));
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-template <> __device__ __forceinline__ uint32_t pack_t2<__nv_bfloat16>(float a, float b) {
-  const __nv_bfloat162 h = __halves2bfloat162(__float2bfloat16_rn(a), __float2bfloat16_rn(b));
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-template <class T> __device__ __forceinline__ float2 unpack_t2(uint32_t u) {
-  const T* h = reinterpret_cast<const T*>(&u);
-  return make_float2(to_f(h[0]), to_f(h[1]));
-}
-template <class T>
-__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                          uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<T, __half>)
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const void* row) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
-// DPL: dims per lane. Block: 32 * group * CG threads (TC: 32 * CG, CG <= kDecMaxWarpsTC).
-// TC (group <= 8, D % 16 == 0, D <= 32 * DPL): one warp per 32-key chunk for ALL the group's heads,
-// on tensor cores: S = Q K^T as m16n8k16 MMAs (A = the group's q rows, zero-padded to 16; B = the
-// K tile), the online softmax in float32 on the accumulators (each head row held by one lane
-// quad), then O += P V with P split into two T parts, P = hi + lo (hi = T(p), lo = T(p - hi), ~2x
-// T's precision, so P's rounding stays far below the T output's), B = the V tile by ldmatrix.trans.
-// q and k are T values, so the products are exact and only the summation order differs from the
-// CUDA-core variant. Same tiles, splits, merge and numerics otherwise.
-template <class T, int DPL, bool TC>
-__global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) decode_attention_kernel(DecodeAttnParams<T> p) {
+// DPL: dims per lane. Block: 32 * group * CG threads.
+template <class T, int DPL>
+__global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(DecodeAttnParams<T> p) {
   pdl_launch_dependents();  // the kernel after this one may be scheduled now (cuda/pdl.cuh)
   extern __shared__ float4 smem_f4[];
   float* qs = reinterpret_cast<float*>(smem_f4);
   const int D = p.D, group = p.NH / p.NKV, Dp = dec_attn_pitch(D), kvd = p.NKV * D, CG = p.CG;
   const int g = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int cg = TC ? warp : warp / group, h = TC ? 0 : warp - cg * group;  // this warp's chunk slot and head
+  const int cg = warp / group, h = warp - cg * group;  // this warp's chunk slot and head
   float* region = qs + group * D;                      // CG K/V tiles, later the merge
   const int pos = p.qg.start[g];
   T* Kg = p.K + g * p.qg.seq_stride;
@@ -712,7 +668,7 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
   const bool holds_pos = sb <= pos && pos < se;  // this split holds the new token
   if (!holds_pos && sb < se) issue(sb);  // first: the copies depend on nothing below
   __shared__ float s_cos[128], s_sin[128];  // RoPE at pos, once per block (half <= 128)
-  __shared__ float s_pw[TC ? 1 : kDecMaxWarps][32];  // CUDA-core variant: each warp's P row
+  __shared__ float s_pw[kDecMaxWarps][32];  // each warp's row of P
   if (p.inv_freq)
     for (int j = threadIdx.x; j < p.half; j += blockDim.x) {
       double sd, cd;
@@ -748,101 +704,11 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
   const T* kt = reinterpret_cast<const T*>(region) + size_t(cg) * 2 * kDecKeys * Dp;
   const T* vt = kt + kDecKeys * Dp;
   const float* qh = qs + h * D;
-  // TC state: q's A fragments (rows gq < group; the rows from 8 on are zero), this lane's head
-  // row gq with its running max / sum, and O's accumulators (row gq: o[nt][0..1] at dims 8 nt + 2 tq).
-  constexpr int NT = TC ? 4 * DPL : 1, KS = TC ? 2 * DPL : 1;
-  const int gq = lane >> 2, tq = lane & 3;
-  uint32_t qa[KS][2];
-  float o[NT][4];
-  if constexpr (TC) {
-    __syncthreads();  // qs written
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const int d = 16 * ks + 2 * tq;
-      const bool in = gq < group && 16 * ks < D;
-      const float* q = qs + gq * D + d;
-      qa[ks][0] = in ? pack_t2<T>(q[0], q[1]) : 0u;
-      qa[ks][1] = in ? pack_t2<T>(q[8], q[9]) : 0u;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-  }
-  const float slope_tc = TC && p.slopes && gq < group ? p.slopes[kvh * group + gq] : 0.f;
   for (int k0 = sb; k0 < se; k0 += step) {  // the same trip count in every warp (barriers)
     cp_async_wait_all();
     __syncthreads();
     const int c0 = k0 + cg * kDecKeys;
-    if (TC && cg < CG && c0 < se) {
-      const int nk = min(kDecKeys, se - c0);
-      T* vw = const_cast<T*>(vt);
-      // V rows past the last key: zero (stale shared memory may hold NaN patterns; their p is 0,
-      // but 0 * NaN is NaN in the MMA).
-      for (int i = lane; i < (kDecKeys - nk) * (D / 8); i += 32)
-        *reinterpret_cast<uint4*>(vw + (nk + i / (D / 8)) * Dp + (i % (D / 8)) * 8) = make_uint4(0, 0, 0, 0);
-      __syncwarp();
-      float sc[4][4];
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
-        const T* kr = kt + (8 * nt + gq) * Dp + 2 * tq;  // B[k = dim][n = key 8 nt + gq]
-#pragma unroll
-        for (int ks = 0; ks < KS; ++ks)
-          if (16 * ks < D)
-            mma_16816<T>(sc[nt], qa[ks][0], 0u, qa[ks][1], 0u, *reinterpret_cast<const uint32_t*>(kr + 16 * ks),
-                         *reinterpret_cast<const uint32_t*>(kr + 16 * ks + 8));
-      }
-      float cmax = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = c0 + 8 * nt + 2 * tq + e;
-          float v = sc[nt][e] * p.scale;
-          if (p.slopes) v += slope_tc * float(key);
-          sc[nt][e] = key < se ? v : -INFINITY;
-          cmax = fmaxf(cmax, sc[nt][e]);
-        }
-      cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, 1));
-      cmax = fmaxf(cmax, __shfl_xor_sync(0xffffffffu, cmax, 2));
-      const float mnew = fmaxf(m, cmax);  // finite: key c0 is valid
-      const float corr = expf(m - mnew);
-      float psum = 0.f;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          sc[nt][e] = sc[nt][e] == -INFINITY ? 0.f : expf(sc[nt][e] - mnew);
-          psum += sc[nt][e];
-        }
-      psum += __shfl_xor_sync(0xffffffffu, psum, 1);
-      psum += __shfl_xor_sync(0xffffffffu, psum, 2);
-      l = l * corr + psum;
-      m = mnew;
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][0] *= corr;
-        o[nt][1] *= corr;
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {  // keys 16 j .. 16 j + 15: S tiles 2 j and 2 j + 1 as A
-        const uint32_t h0 = pack_t2<T>(sc[2 * j][0], sc[2 * j][1]), h2 = pack_t2<T>(sc[2 * j + 1][0], sc[2 * j + 1][1]);
-        const float2 f0 = unpack_t2<T>(h0), f2 = unpack_t2<T>(h2);
-        const uint32_t l0 = pack_t2<T>(sc[2 * j][0] - f0.x, sc[2 * j][1] - f0.y);
-        const uint32_t l2 = pack_t2<T>(sc[2 * j + 1][0] - f2.x, sc[2 * j + 1][1] - f2.y);
-        const T* vrow = vt + (16 * j + ((lane >> 3) & 1) * 8 + (lane & 7)) * Dp + (lane >> 4) * 8;
-#pragma unroll
-        for (int q = 0; q < NT / 2; ++q) {
-          if (16 * q < D) {
-            uint32_t b[4];
-            ldsm_x4_trans(b, vrow + 16 * q);
-            mma_16816<T>(o[2 * q], h0, 0u, h2, 0u, b[0], b[1]);
-            mma_16816<T>(o[2 * q], l0, 0u, l2, 0u, b[0], b[1]);
-            mma_16816<T>(o[2 * q + 1], h0, 0u, h2, 0u, b[2], b[3]);
-            mma_16816<T>(o[2 * q + 1], l0, 0u, l2, 0u, b[2], b[3]);
-          }
-        }
-      }
-    } else if (!TC && cg < CG && c0 < se) {
+    if (cg < CG && c0 < se) {
       const int key = c0 + lane;
       const bool valid = key < se;
       float s = -INFINITY;
@@ -887,20 +753,7 @@ __global__ void __launch_bounds__(TC ? kDecMaxWarpsTC * 32 : kDecMaxWarps * 32) 
   // Merge the chunk warps per head: M = max m_c, L = sum l_c e^(m_c - M), A = sum acc_c e^(m_c - M).
   float* wml = region;                    // [CG][group][2]
   float* wacc = region + CG * group * 2;  // [CG][group][D]
-  if (TC && cg < CG && gq < group) {
-    if (tq == 0) {
-      wml[(cg * group + gq) * 2] = m;
-      wml[(cg * group + gq) * 2 + 1] = l;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int d = 8 * nt + 2 * tq;
-      if (d < D) {
-        wacc[(cg * group + gq) * D + d] = o[nt][0];
-        wacc[(cg * group + gq) * D + d + 1] = o[nt][1];
-      }
-    }
-  } else if (!TC && cg < CG) {
+  if (cg < CG) {
     if (lane == 0) {
       wml[(cg * group + h) * 2] = m;
       wml[(cg * group + h) * 2 + 1] = l;
