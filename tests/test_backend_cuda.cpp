@@ -197,17 +197,15 @@ template <class T>
 void check_linear(CudaBackendTest* t, int64_t M, int64_t K, int64_t N, float th, bool with_bias,
                   int n_out) {
   std::mt19937 rng(unsigned(M * 1009 + K * 17 + N));
-  const TestWeight tw = make_weight<T>(N, K, rng);
-  const std::vector<int8_t>& cb = tw.cb;
-  const std::vector<float>&scb = tw.scb, &bias = tw.bias;
+  const TestWeight w = make_weight<T>(N, K, rng);
   auto x = make_x<T>(M, K, n_out, rng);
-  Int8Weight hw{N, K, cb.data(), scb.data()};
+  Int8Weight hw{N, K, w.cb.data(), w.scb.data()};
   std::vector<T> y_ref(size_t(M * N));
-  ref::int8_linear(hw, x.data(), M, th, with_bias ? bias.data() : nullptr, y_ref.data());
+  ref::int8_linear(hw, x.data(), M, th, with_bias ? w.bias.data() : nullptr, y_ref.data());
 
-  Int8Weight dw{N, K, t->up(cb), t->up(scb)};
+  Int8Weight dw{N, K, t->up(w.cb), t->up(w.scb)};
   const T* dx = t->up(x);
-  const float* db = with_bias ? t->up(bias) : nullptr;
+  const float* db = with_bias ? t->up(w.bias) : nullptr;
   auto* dy = t->dev<T>(size_t(M * N));
   double num = 0, den = 0;
   for (int rep = 0; rep < 2; ++rep) {  // the second call runs on reset internal state
@@ -296,13 +294,11 @@ template <class T>
 void check_gated(CudaBackendTest* t, int64_t M, int64_t K, int64_t I, float th, int n_out, model::Act act) {
   const int64_t N = 2 * I;
   std::mt19937 rng(unsigned(M * 7919 + K * 31 + I));
-  const TestWeight tw = make_weight<T>(N, K, rng);
-  const std::vector<int8_t>& cb = tw.cb;
-  const std::vector<float>&scb = tw.scb, &bias = tw.bias;
+  const TestWeight w = make_weight<T>(N, K, rng);
   auto x = make_x<T>(M, K, n_out, rng);
-  Int8Weight hw{N, K, cb.data(), scb.data()};
+  Int8Weight hw{N, K, w.cb.data(), w.scb.data()};
   std::vector<T> gu(static_cast<size_t>(M * N));
-  ref::int8_linear(hw, x.data(), M, th, bias.data(), gu.data());
+  ref::int8_linear(hw, x.data(), M, th, w.bias.data(), gu.data());
   std::vector<float> u_ref(static_cast<size_t>(M * I));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t i = 0; i < I; ++i) {
@@ -310,11 +306,12 @@ void check_gated(CudaBackendTest* t, int64_t M, int64_t K, int64_t I, float th, 
       model::apply_act(act, &g, 1);
       u_ref[size_t(m * I + i)] = to_float(from_float<T>(g * to_float(gu[size_t(m * N + I + i)])));
     }
-  Int8Weight dw{N, K, t->up(cb), t->up(scb)};
+  Int8Weight dw{N, K, t->up(w.cb), t->up(w.scb)};
   auto* du = t->dev<T>(size_t(M * I));
   const std::vector<T> poison(size_t(M * I), from_float<T>(NAN));
   t->be_->to_device(du, poison.data(), poison.size() * sizeof(T));
-  ASSERT_TRUE(cuda::int8_linear_gated(*t->be_, dw, dtype_of<T>(), t->up(x), M, th, t->up(bias), int(act), du))
+  // (model::Act's values are the kernels' activation codes: static_asserts in cuda_model.cu.)
+  ASSERT_TRUE(cuda::int8_linear_gated(*t->be_, dw, dtype_of<T>(), t->up(x), M, th, t->up(w.bias), int(act), du))
       << "declined M=" << M << " K=" << K;
   const auto u = t->down(du, size_t(M * I));
   const int mbits = sizeof(T) == 4 ? 23 : (dtype_of<T>() == DType::BF16 ? 7 : 10);
@@ -327,8 +324,8 @@ void check_gated(CudaBackendTest* t, int64_t M, int64_t K, int64_t I, float th, 
     const float ulp = std::ldexp(1.0f, std::max(std::ilogb(std::max(mag, 1e-30f)), -14) - mbits);
     const int64_t m = int64_t(i) / I, j = int64_t(i) % I;
     const float carried = std::fabs(to_float(gu[size_t(m * N + j)]) * to_float(gu[size_t(m * N + I + j)])) * 0x1p-20f;
-    ASSERT_LE(std::fabs(a - b), ulps * ulp + carried) << "M=" << M << " K=" << K << " act " << int(act) << " m=" << i / size_t(I)
-                                            << " i=" << i % size_t(I) << ": " << a << " vs " << b;
+    ASSERT_LE(std::fabs(a - b), ulps * ulp + carried)
+        << "M=" << M << " K=" << K << " act " << int(act) << " m=" << m << " i=" << j << ": " << a << " vs " << b;
     exact += same_float(a, b);
   }
   EXPECT_GE(double(exact), 0.9 * double(u.size())) << "M=" << M << " K=" << K << " act " << int(act);

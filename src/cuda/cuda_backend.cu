@@ -298,11 +298,20 @@ class CudaBackend final : public Backend {
     check_launch("dequantize_kernel");
   }
 
-  // gemv_rows_kernel<T, MM> as a programmatic dependent of the quantize kernel: persistent blocks
-  // of 8 warps, as many as fit on the GPU at once (or one warp per row when N is small).
-  template <class T, int MM, bool GATED = false>
+  // gemv_rows_kernel for M rows (MM = 1, 4 or 8, the smallest that holds M) as a programmatic
+  // dependent of the kernel before it: persistent blocks of 8 warps, as many as fit on the GPU at
+  // once (or one warp per row, per row pair when GATED, when N is small).
+  template <class T, bool GATED = false>
   void launch_rows(const T* X, int64_t M, int64_t K, int64_t N, const Int8Weight& W, const float* bias,
-                   float threshold, T* Y, size_t smem, int act = 0) {
+                   float threshold, T* Y, int act = 0) {
+    if (M == 1) return launch_rows_mm<T, 1, GATED>(X, M, K, N, W, bias, threshold, Y, act);
+    if (M <= 4) return launch_rows_mm<T, 4, GATED>(X, M, K, N, W, bias, threshold, Y, act);
+    launch_rows_mm<T, 8, GATED>(X, M, K, N, W, bias, threshold, Y, act);
+  }
+  template <class T, int MM, bool GATED>
+  void launch_rows_mm(const T* X, int64_t M, int64_t K, int64_t N, const Int8Weight& W, const float* bias,
+                      float threshold, T* Y, int act) {
+    const size_t smem = cuda::gemv_rows_smem_bytes(M, K, sizeof(T));
     auto* kern = cuda::gemv_rows_kernel<T, MM, GATED>;
     static bool attr_set = false;  // per instantiation
     if (!attr_set) {
@@ -348,15 +357,9 @@ class CudaBackend final : public Backend {
         !(t == DType::F16 || t == DType::BF16 || t == DType::F32) || !on_row_gemv(W, X, M, tsize))
       return false;
     const int64_t K = W.in_features, N = W.out_features;
-    const size_t smem = cuda::gemv_rows_smem_bytes(M, K, tsize);
     auto run = [&](auto* x, auto* y) {
       using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-      if (M == 1)
-        launch_rows<T, 1, true>(x, M, K, N, W, bias, threshold, y, smem, act);
-      else if (M <= 4)
-        launch_rows<T, 4, true>(x, M, K, N, W, bias, threshold, y, smem, act);
-      else
-        launch_rows<T, 8, true>(x, M, K, N, W, bias, threshold, y, smem, act);
+      launch_rows<T, true>(x, M, K, N, W, bias, threshold, y, act);
     };
     if (t == DType::F16) run(static_cast<const __half*>(X), static_cast<__half*>(Y));
     else if (t == DType::BF16) run(static_cast<const __nv_bfloat16*>(X), static_cast<__nv_bfloat16*>(Y));
@@ -376,14 +379,8 @@ class CudaBackend final : public Backend {
     float* absmax = absmax_.get<float>();
     if (decode) {
       // Few rows whose quantized copy fits in shared memory: ONE kernel quantizes and streams.
-      const size_t rows_smem = cuda::gemv_rows_smem_bytes(M, K, sizeof(T));
       if (on_row_gemv(W, X, M, sizeof(T))) {
-        if (M == 1)
-          launch_rows<T, 1>(X, M, K, N, W, bias, threshold, Y, rows_smem);
-        else if (M <= 4)
-          launch_rows<T, 4>(X, M, K, N, W, bias, threshold, Y, rows_smem);
-        else
-          launch_rows<T, 8>(X, M, K, N, W, bias, threshold, Y, rows_smem);
+        launch_rows<T>(X, M, K, N, W, bias, threshold, Y);
         return;
       }
       // Rows quantized once (outlier columns of other rows still in Q: the GEMV masks them).

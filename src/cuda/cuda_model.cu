@@ -246,16 +246,11 @@ int parse_device(const std::string& d) {
   throw Error("device '" + d + "': expected 'cpu', 'cuda' or 'cuda:N'");
 }
 
-int act_code(const std::string& a) {
-  switch (model::parse_act(a)) {
-    case model::Act::SiLU: return 0;
-    case model::Act::GELU: return 1;
-    case model::Act::GELUTanh: return 2;
-    case model::Act::ReLU: return 3;
-    case model::Act::QuickGELU: return 4;
-  }
-  return 0;
-}
+// The kernels' activation codes (cuda/act.cuh) are model::Act's values.
+static_assert(int(ActK::SiLU) == int(model::Act::SiLU) && int(ActK::GELU) == int(model::Act::GELU) &&
+              int(ActK::GELUTanh) == int(model::Act::GELUTanh) && int(ActK::ReLU) == int(model::Act::ReLU) &&
+              int(ActK::QuickGELU) == int(model::Act::QuickGELU));
+int act_code(const std::string& a) { return int(model::parse_act(a)); }
 
 void CudaModel::init_device(const LoadOptions& opts) {
   device_ = parse_device(opts.device);
@@ -958,7 +953,8 @@ void CudaSession::enqueue(int64_t M, int64_t rows) {
   };
 
   // (512 threads: a Llama-sized row is one 16-byte load per thread, all in flight at once -- one
-  // PCIe round trip when the table is in host memory.)
+  // PCIe round trip when the table is in host memory. A plain launch: the first kernel of the
+  // pass, after the copies of the tokens and positions.)
   mk::embed_kernel<T><<<unsigned(M), 512, 0, st>>>(d_tok_, H, static_cast<const T*>(m.embed_.w),
                                                    static_cast<const T*>(m.pos_embed_.w),
                                                    mk::QueryGroups{d_pos_, int(Mq_), 0}, int(s.pos_offset), x_);

@@ -12,9 +12,9 @@
 // multiplied by cuBLAS with float32 accumulation. lm_head / tied embeddings stay 16-bit. The KV
 // cache is 16-bit. Logits come back to the host as float32. Attention never stores a [T, T] score
 // matrix: one query per sequence (decode steps) uses decode_attention_kernel, 2..16 queries a tiled
-// online-softmax kernel, prefill chunks of queries through cuBLAS (src/cuda/cuda_model.cu). One-token steps replay a CUDA graph whose
-// kernels are programmatic dependents of each other (cuda/pdl.cuh); the gated MLP's activation is
-// made by the int8 row GEMV of gate/up itself in decode steps.
+// online-softmax kernel, prefill chunks of queries through cuBLAS (src/cuda/cuda_model.cu).
+// One-token steps replay a CUDA graph whose kernels are programmatic dependents of each other
+// (cuda/pdl.cuh); in decode steps the gate/up row GEMV makes the gated MLP's activation itself.
 // Sessions of one model share its device scratch: use them from one thread at a time.
 #pragma once
 #include <cstdint>

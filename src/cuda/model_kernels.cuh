@@ -642,26 +642,18 @@ __global__ void __launch_bounds__(kDecMaxWarps * 32) decode_attention_kernel(Dec
   per = (per + kDecKeys - 1) / kDecKeys * kDecKeys;
   const int sb = kbeg + split * per, se = min(kend, sb + per);
   const int D8 = D / 8, step = CG * kDecKeys;
-  // All threads copy the step's CG chunks (K and V rows of up to CG * 32 keys).
-  const bool pow2 = (D8 & (D8 - 1)) == 0 && blockDim.x % D8 == 0;
+  // All threads copy the step's CG chunks (K and V rows of up to CG * 32 keys): thread t always
+  // moves 16-byte piece t % D8 of rows t / D8, + rows_per_pass, ... (D8 <= 32 <= blockDim; the
+  // last blockDim % D8 threads idle) -- no divisions per copy.
+  const int rows_per_pass = blockDim.x / D8, piece = (threadIdx.x % D8) * 8;
+  const int first_row = threadIdx.x < rows_per_pass * D8 ? threadIdx.x / D8 : step;
   auto issue = [&](int k0) {
     const int nk = min(step, se - k0);
-    if (pow2) {  // a fixed 16-byte piece per thread, rows by shifts: no divisions per copy
-      const int sh = __ffs(D8) - 1, d = (threadIdx.x & (D8 - 1)) * 8, rows = blockDim.x >> sh;
-      for (int j = threadIdx.x >> sh; j < nk; j += rows) {
-        const int64_t off = int64_t(k0 + j) * kvd + kvh * D + d;
-        T* kt = reinterpret_cast<T*>(region) + (j >> 5) * (2 * kDecKeys * Dp) + (j & 31) * Dp;
-        cp_async16(kt + d, Kg + off);
-        cp_async16(kt + kDecKeys * Dp + d, Vg + off);
-      }
-      return;
-    }
-    for (int c = threadIdx.x; c < nk * D8; c += blockDim.x) {
-      const int j = c / D8, d = (c - j * D8) * 8;  // key k0 + j: chunk j / 32, row j % 32
-      const int64_t off = int64_t(k0 + j) * kvd + kvh * D + d;
-      T* kt = reinterpret_cast<T*>(region) + size_t(j / kDecKeys) * 2 * kDecKeys * Dp + (j % kDecKeys) * Dp;
-      cp_async16(kt + d, Kg + off);
-      cp_async16(kt + kDecKeys * Dp + d, Vg + off);
+    for (int j = first_row; j < nk; j += rows_per_pass) {  // key k0 + j: chunk j / 32, row j % 32
+      const int64_t off = int64_t(k0 + j) * kvd + kvh * D + piece;
+      T* kt = reinterpret_cast<T*>(region) + (j >> 5) * (2 * kDecKeys * Dp) + (j & 31) * Dp;
+      cp_async16(kt + piece, Kg + off);
+      cp_async16(kt + kDecKeys * Dp + piece, Vg + off);
     }
   };
   const T* qrow = p.q + int64_t(g) * p.ldq;
